@@ -375,8 +375,10 @@ def _https_url(section: _Section, key: str, value: str, *, origin_only: bool) ->
         ) from None
     if parts.scheme.lower() != "https":
         raise section.error(
-            key, "must use https://", "the token and client secret must not cross the network"
-            " in clear text, so use the https URL of the server"
+            key,
+            "must use https://",
+            "the token and client secret must not cross the network"
+            " in clear text, so use the https URL of the server",
         )
     if "@" in parts.netloc:
         raise section.error(
@@ -415,9 +417,8 @@ def _redirect_uri(section: _Section, key: str, value: str) -> str:
             key, f"{value!r} must use http:// (the callback is served on loopback)", expected
         )
     if "@" in parts.netloc or "?" in value or "#" in value:
-        raise section.error(
-            key, f"{value!r} must not have user info, a query or a fragment", expected
-        )
+        # Not echoed: user info or a query could hold a password.
+        raise section.error(key, "must not have user info, a query or a fragment", expected)
     if (parts.hostname or "") not in LOOPBACK_REDIRECT_HOSTS:
         raise section.error(
             key, f"{value!r} must be on localhost, 127.0.0.1 or [::1] (RFC 8252)", expected
@@ -440,8 +441,9 @@ def _listen_host(section: _Section, key: str, value: str) -> tuple[str, bool]:
         address = ipaddress.ip_address(raw)
     except ValueError:
         raise section.error(
-            key, f"{value!r} is not an IP address", "use an IP address such as 127.0.0.1 or ::1"
-            " (or localhost)"
+            key,
+            f"{value!r} is not an IP address",
+            "use an IP address such as 127.0.0.1 or ::1 (or localhost)",
         ) from None
     return str(address), address.is_loopback
 
@@ -610,8 +612,7 @@ def parse_config(
     proxy = _proxy_settings(section("proxy"))
     tok = section("token")
     token = TokenSettings(
-        cache_file=tok.path("cache_file")
-        or platformdirs.user_state_path(APP_NAME) / "token.json",
+        cache_file=tok.path("cache_file") or platformdirs.user_state_path(APP_NAME) / "token.json",
         refresh_margin=tok.seconds("refresh_margin", DEFAULT_REFRESH_MARGIN, allow_zero=True),
     )
     return Config(path=path, qonic=qonic, oauth=oauth, proxy=proxy, token=token)
