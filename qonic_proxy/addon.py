@@ -1,0 +1,326 @@
+"""The mitmproxy addon: guard → operational endpoints → inject → observe.
+
+It decides, for every request, whether it may go on and whether it earns the bearer token. It never
+touches files or speaks OAuth itself: the TokenService does that. Every hook catches its own errors
+and answers explicitly, because mitmproxy would otherwise log the error and forward the request
+without our header.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from mitmproxy import http
+from mitmproxy.proxy.mode_specs import RegularMode, ReverseMode
+
+from qonic_proxy.metrics import Metrics
+from qonic_proxy.tokens import TokenService
+
+log = logging.getLogger("qonic_proxy.proxy")
+access_log = logging.getLogger("qonic_proxy.access")
+
+LOCAL_BODY_LIMIT = 1024 * 1024  # bodies up to this size are read and dropped before a local answer
+REJECTED_HEADERS = ("proxy-authorization",)  # never sent upstream
+
+
+@dataclass(frozen=True)
+class Origin:
+    """scheme, host and port of a URL, normalised for exact comparison."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, url: str) -> Origin:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        default = 443 if scheme == "https" else 80
+        host = (parts.hostname or "").lower().rstrip(".")
+        return cls(scheme, host, parts.port or default)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        return f"{self.scheme}://{host}" + ("" if self.port == default else f":{self.port}")
+
+
+@dataclass
+class ListenerInfo:
+    """Where we listen: filled in by the daemon once mitmproxy has bound its sockets."""
+
+    reverse_port: int = 0
+    forward_port: int = 0
+    public_host: str = "127.0.0.1"
+
+    @property
+    def reverse_url(self) -> str:
+        host = f"[{self.public_host}]" if ":" in self.public_host else self.public_host
+        return f"http://{host}:{self.reverse_port}"
+
+
+@dataclass
+class Guard:
+    """Browser-attack defences for everything that reaches a listener as a local request."""
+
+    allowed_hosts: frozenset[str]
+    listeners: ListenerInfo
+    extra_origins: frozenset[str] = field(default_factory=frozenset)
+
+    def host_allowed(self, host_header: str | None) -> bool:
+        if not host_header:
+            return False
+        return _strip_port(host_header).lower().rstrip(".") in self.allowed_hosts
+
+    def cross_site_reason(self, headers: http.Headers) -> str | None:
+        """Why a browser would call this request cross-site, or None when it is not."""
+        fetch_site = headers.get("sec-fetch-site", "").lower()
+        if fetch_site in ("cross-site", "same-site"):
+            return f"Sec-Fetch-Site: {fetch_site}"
+        origin = headers.get("origin")
+        if origin is not None and not self._origin_allowed(origin):
+            return "Origin: " + origin[:100]
+        return None
+
+    def _origin_allowed(self, origin: str) -> bool:
+        if origin in self.extra_origins:
+            return True
+        parts = urlsplit(origin)
+        if parts.scheme != "http" or not parts.hostname:
+            return False
+        try:
+            port = parts.port
+        except ValueError:
+            return False
+        ours = {self.listeners.reverse_port, self.listeners.forward_port} - {0}
+        return parts.hostname.lower() in self.allowed_hosts and port in ours
+
+
+def _strip_port(host: str) -> str:
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None,
+                  ) -> http.Response:
+    """A local answer: JSON, never cached, never sniffed, no CORS grant."""
+    response = http.Response.make(
+        status,
+        json.dumps(body, indent=2).encode() + b"\n",
+        {
+            "Content-Type": "application/json",
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+            **(headers or {}),
+        },
+    )
+    return response
+
+
+class QonicAddon:
+    """Adds the bearer token to requests whose real target is the Qonic API, and nothing else."""
+
+    def __init__(
+        self,
+        *,
+        api_origin: Origin,
+        tokens: TokenService,
+        metrics: Metrics,
+        guard: Guard,
+        listeners: ListenerInfo,
+        status_extra: Callable[[], dict[str, Any]] = dict,
+    ) -> None:
+        self.api_origin = api_origin
+        self.tokens = tokens
+        self.metrics = metrics
+        self.guard = guard
+        self.listeners = listeners
+        self.status_extra = status_extra
+
+    # ----- hooks ---------------------------------------------------------------------------
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        flow.metadata["qonic_start"] = time.monotonic()
+        try:
+            await self._decide(flow)
+        except Exception:  # never let mitmproxy forward a request we did not decide on
+            log.exception("internal error while handling %s %s", flow.request.method,
+                          flow.request.path.split("?", 1)[0])
+            self._answer(flow, json_response(500, {
+                "error": "internal_error",
+                "message": "qonic-proxy hit an internal error; see its log.",
+            }), reason="internal_error")
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        sent = flow.metadata.get("qonic_sent")
+        if sent is not None and flow.response is not None:
+            self.metrics.upstream_latency.observe(max(0.0, time.monotonic() - sent))
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if "qonic_local" not in flow.metadata:
+            flow.metadata.setdefault("qonic_sent", time.monotonic())
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._observe(flow, flow.response.status_code if flow.response else 0)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._observe(flow, flow.response.status_code if flow.response else 502)
+
+    # ----- decisions -----------------------------------------------------------------------
+    async def _decide(self, flow: http.HTTPFlow) -> None:
+        request = flow.request
+        mode = flow.client_conn.proxy_mode
+        for name in REJECTED_HEADERS:
+            request.headers.pop(name, None)
+
+        addressed_to_us = isinstance(mode, ReverseMode) or self._is_self_request(flow)
+        if addressed_to_us and not self.guard.host_allowed(request.host_header):
+            return self._refuse(flow, 403, "host_not_allowed",
+                                f"Host header {request.host_header!r} is not in [proxy] "
+                                "allowed_hosts; use http://127.0.0.1 or add the name there.")
+        reason = self.guard.cross_site_reason(request.headers)
+        if reason is not None:
+            return self._refuse(flow, 403, "cross_site",
+                                f"Cross-site browser request refused ({reason}); qonic-proxy only "
+                                "serves local programs, not web pages.")
+
+        if addressed_to_us and request.path.startswith("/-/"):
+            return await self._operational(flow)
+        if isinstance(mode, RegularMode) and self._is_self_request(flow):
+            return self._refuse(flow, 404, "not_found",
+                                "This is qonic-proxy's forward-proxy port; send requests through "
+                                "it as a proxy, or call the reverse port.")
+
+        target = Origin(request.scheme, request.host.lower().rstrip("."), request.port)
+        if target.host == self.api_origin.host and target.scheme != self.api_origin.scheme:
+            return self._refuse(flow, 403, "plain_http_refused",
+                                f"Refusing to send a Qonic request over {target.scheme}; use "
+                                f"{self.api_origin}.")
+        if target != self.api_origin:
+            return  # not ours: passes through untouched and without a token
+
+        token = await self.tokens.get_access_token()
+        if token is None:
+            if not self.tokens.login_pending:
+                self.tokens.offer_login()
+            return self._answer(flow, json_response(401, {
+                "error": "login_required",
+                "message": "qonic-proxy has no valid Qonic token. " + self.tokens.what_to_do(),
+            }), reason="login_required")
+        request.headers["Authorization"] = f"Bearer {token}"
+        flow.metadata["qonic_token"] = True
+
+    def _is_self_request(self, flow: http.HTTPFlow) -> bool:
+        """A plain request whose destination is one of our own listeners (never proxy to us)."""
+        request = flow.request
+        return (
+            request.scheme == "http"
+            and request.port in {self.listeners.reverse_port, self.listeners.forward_port}
+            and (self.guard.host_allowed(request.host)
+                 or request.host == self.listeners.public_host)
+        )
+
+    async def _operational(self, flow: http.HTTPFlow) -> None:
+        path = flow.request.path.split("?", 1)[0]
+        if flow.request.method not in ("GET", "HEAD"):
+            return self._answer(flow, json_response(405, {"error": "method_not_allowed"},
+                                                    {"Allow": "GET, HEAD"}), reason=None)
+        if path == "/-/health":
+            body = {**self.tokens.health(), **self.status_extra()}
+            return self._answer(flow, json_response(200 if body["logged_in"] else 503, body))
+        if path == "/-/metrics":
+            response = http.Response.make(200, self.metrics.render().encode(), {
+                "Content-Type": "text/plain; version=0.0.4; charset=utf-8",
+                "Cache-Control": "no-store",
+            })
+            return self._answer(flow, response)
+        if path == "/-/login":
+            try:
+                url = await self.tokens.start_login()
+            except Exception as err:  # port busy etc.: say so, in one sentence
+                return self._answer(flow, json_response(503, {
+                    "error": "login_unavailable", "message": str(err)}))
+            return self._answer(flow, http.Response.make(302, b"", {
+                "Location": url, "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}))
+        return self._answer(flow, json_response(404, {
+            "error": "not_found",
+            "message": "Known endpoints: /-/health, /-/login, /-/metrics; Qonic paths start "
+                       "with /v1/.",
+        }))
+
+    # ----- answering locally ---------------------------------------------------------------
+    def _refuse(self, flow: http.HTTPFlow, status: int, error: str, message: str) -> None:
+        log.warning("refused %s %s: %s", flow.request.method,
+                    flow.request.path.split("?", 1)[0][:200], error)
+        self._answer(flow, json_response(status, {"error": error, "message": message}),
+                     reason=error)
+
+    def _answer(self, flow: http.HTTPFlow, response: http.Response, reason: str | None = None,
+                ) -> None:
+        """Answer without going upstream.
+
+        mitmproxy cannot answer a request whose body is already being streamed, so a large
+        body is refused by closing the connection (the reason is logged and counted).
+        """
+        flow.metadata["qonic_local"] = True
+        if reason:
+            self.metrics.rejected.inc(reason)
+        if flow.request.stream or _declared_body_size(flow.request) > LOCAL_BODY_LIMIT:
+            log.warning("closing the connection instead of answering (%s): the request body "
+                        "is too large to read and drop", reason or "local answer")
+            flow.kill()
+            return
+        flow.response = response
+
+    def _observe(self, flow: http.HTTPFlow, status: int) -> None:
+        listener = "reverse" if isinstance(flow.client_conn.proxy_mode, ReverseMode) else "forward"
+        self.metrics.requests.inc(listener, f"{status // 100}xx" if status else "error")
+        started = flow.metadata.get("qonic_start")
+        duration_ms = (time.monotonic() - started) * 1000 if started else 0.0
+        response = flow.response
+        size = _body_size(response) if response is not None else 0
+        access_log.info(
+            "%s %s %s %d %.1fms %sB%s",
+            listener,
+            flow.request.method,
+            _loggable_target(flow),
+            status,
+            duration_ms,
+            size if size is not None else "?",
+            "" if flow.error is None else f" error={flow.error.msg[:200]!r}",
+            extra={"method": flow.request.method, "status": status,
+                   "duration_ms": round(duration_ms, 1), "bytes": size,
+                   "listener": listener, "token": bool(flow.metadata.get("qonic_token"))},
+        )
+
+
+def _declared_body_size(request: http.Request) -> int:
+    if "transfer-encoding" in request.headers:
+        return LOCAL_BODY_LIMIT + 1  # unknown length: treat as large
+    try:
+        return int(request.headers.get("content-length", "0"))
+    except ValueError:
+        return LOCAL_BODY_LIMIT + 1
+
+
+def _body_size(response: http.Response) -> int | None:
+    if response.raw_content is not None:
+        return len(response.raw_content)
+    try:
+        return int(response.headers["content-length"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _loggable_target(flow: http.HTTPFlow) -> str:
+    """Host (forward mode only) and path without the query string: queries can carry secrets."""
+    path = flow.request.path.split("?", 1)[0][:300]
+    if isinstance(flow.client_conn.proxy_mode, ReverseMode):
+        return path
+    return f"{flow.request.scheme}://{flow.request.pretty_host}{path}"
