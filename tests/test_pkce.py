@@ -15,8 +15,40 @@ UNRESERVED = re.compile(r"^[A-Za-z0-9\-._~]+$")
 def test_rfc7636_appendix_b_vector() -> None:
     # RFC 7636 Appendix B: the verifier, the SHA-256 octets it lists, and the resulting challenge.
     verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
-    octets = [19, 211, 30, 150, 26, 26, 216, 236, 47, 22, 177, 12, 76, 152, 46, 8,
-              118, 168, 120, 173, 109, 241, 68, 86, 110, 225, 137, 74, 203, 112, 249, 195]
+    octets = [
+        19,
+        211,
+        30,
+        150,
+        26,
+        26,
+        216,
+        236,
+        47,
+        22,
+        177,
+        12,
+        76,
+        152,
+        46,
+        8,
+        118,
+        168,
+        120,
+        173,
+        109,
+        241,
+        68,
+        86,
+        110,
+        225,
+        137,
+        74,
+        203,
+        112,
+        249,
+        195,
+    ]
     assert list(hashlib.sha256(verifier.encode("ascii")).digest()) == octets
     assert pkce.code_challenge_s256(verifier) == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
 
