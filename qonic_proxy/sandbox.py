@@ -76,6 +76,8 @@ MAX_DOWNLOAD = 1 << 40
 HANDSHAKE_TIMEOUT = 10.0
 CONNECTION_IDLE_TIMEOUT = 60.0
 CONSENT_LIFETIME = 600.0
+LINGER_TIMEOUT = 1.0
+LINGER_BYTES = 1024 * 1024
 
 _PERIOD = 251
 _BASE = bytes(range(_PERIOD))
@@ -441,6 +443,7 @@ class _Server(HTTPServer):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self._conn_lock = threading.Lock()
         self._conns: dict[threading.Thread, socket.socket] = {}
+        self._closing = False
         super().__init__(address, _Handler)
 
     def server_bind(self) -> None:
@@ -466,12 +469,20 @@ class _Server(HTTPServer):
         try:
             if self.ssl_context is not None:
                 sock.settimeout(HANDSHAKE_TIMEOUT)
-                try:
-                    conn = self.ssl_context.wrap_socket(sock, server_side=True)
-                except (OSError, ssl.SSLError):
-                    return
+                # wrap_socket takes over the file descriptor: register the new object before
+                # the (possibly slow) handshake so that stop() can interrupt it.
+                conn = self.ssl_context.wrap_socket(
+                    sock, server_side=True, do_handshake_on_connect=False
+                )
                 with self._conn_lock:
                     self._conns[me] = conn
+                    closing = self._closing
+                if closing:
+                    return
+                try:
+                    conn.do_handshake()
+                except (OSError, ssl.SSLError):
+                    return
             self.finish_request(conn, client_address)
         except Exception:
             self.handle_error(conn, client_address)
@@ -479,7 +490,7 @@ class _Server(HTTPServer):
             with self._conn_lock:
                 self._conns.pop(me, None)
             try:
-                conn.close()
+                _lingering_close(conn)
             finally:
                 if conn is not sock:
                     sock.close()
@@ -490,6 +501,7 @@ class _Server(HTTPServer):
     def close_connections(self, timeout: float) -> None:
         """Wake every connection thread (idle keep-alive ones block in recv) and join them."""
         with self._conn_lock:
+            self._closing = True
             items = list(self._conns.items())
         for _, conn in items:
             # The plain socket's shutdown: SSLSocket.shutdown would drop its SSL object
@@ -499,6 +511,29 @@ class _Server(HTTPServer):
         deadline = time.monotonic() + timeout
         for thread, _ in items:
             thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _lingering_close(conn: socket.socket) -> None:
+    """Close without a reset: half-close, then discard what the client still sends for a moment.
+
+    Closing a socket with unread input makes the kernel send RST, which can destroy a response
+    (say a 400 to a body we refused to read) before the client has read it.
+    """
+    try:
+        # The plain socket's methods: the TLS layer is done with, we only discard bytes.
+        socket.socket.shutdown(conn, socket.SHUT_WR)
+        conn.settimeout(LINGER_TIMEOUT)
+        deadline = time.monotonic() + LINGER_TIMEOUT
+        discarded = 0
+        while time.monotonic() < deadline and discarded < LINGER_BYTES:
+            data = socket.socket.recv(conn, PIECE)
+            if not data:
+                break
+            discarded += len(data)
+    except OSError:
+        pass
+    finally:
+        conn.close()
 
 
 def _report_internal_error() -> None:
