@@ -614,16 +614,19 @@ def test_refresh_invalid_grant_says_log_in_again(
         assert secret not in str(info.value) and secret not in caplog.text
 
 
-def test_exchange_redirect_is_an_error_and_not_followed(endpoint: FakeEndpoint) -> None:
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_exchange_redirect_is_an_error_and_not_followed(
+    endpoint: FakeEndpoint, status: int
+) -> None:
     def reply(request: Recorded) -> Reply:
         if request.path == "/v1/auth/token":
-            return 307, {"Location": "/elsewhere"}, b""
+            return status, {"Location": "/elsewhere"}, b""
         return 200, {"Content-Type": "application/json"}, json_body(token_reply())
 
     endpoint.reply = reply
     with pytest.raises(TokenEndpointError) as info:
         oauth.exchange_code(make_cfg(token_url=endpoint.url), code=CODE, code_verifier="v" * 43)
-    assert info.value.error_code == "redirect" and info.value.status == 307
+    assert info.value.error_code == "redirect" and info.value.status == status
     assert [r.path for r in endpoint.requests] == ["/v1/auth/token"]
 
 
@@ -1199,3 +1202,33 @@ def test_login_attempt_repr_and_errors_hide_secrets(endpoint: FakeEndpoint) -> N
     assert attempt._verifier not in repr(attempt)  # noqa: SLF001
     assert SECRET not in attempt.authorize_url
     assert isinstance(LoginError("x"), QonicProxyError)
+
+
+def test_connection_limit(endpoint: FakeEndpoint) -> None:
+    """A flood of idle connections is capped; the extra ones are dropped at once."""
+    port = free_port()
+    cfg = callback_cfg(endpoint, port)
+
+    async def scenario() -> bytes:
+        attempt = LoginAttempt(cfg)
+        await attempt.start()
+        idle = [
+            socket.create_connection(("127.0.0.1", port), timeout=5)
+            for _ in range(oauth.MAX_CONNECTIONS)
+        ]
+        try:
+            deadline = time.monotonic() + 5
+            while len(attempt._tasks) < oauth.MAX_CONNECTIONS and time.monotonic() < deadline:  # noqa: SLF001
+                await asyncio.sleep(0.01)
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
+                extra.sendall(b"GET /callback HTTP/1.1\r\n\r\n")
+                try:
+                    return await asyncio.to_thread(extra.recv, 100)
+                except ConnectionResetError:
+                    return b""
+        finally:
+            for sock in idle:
+                sock.close()
+            await attempt.close()
+
+    assert run(scenario()) == b""
