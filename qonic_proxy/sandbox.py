@@ -576,9 +576,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         if self.server.sandbox.settings.verbose:
-            path = quote(self.path.split("?", 1)[0], safe="/-._~%:@!$&'()*+,;=")
+            raw_path = getattr(self, "path", None) or "-"
+            path = quote(raw_path.split("?", 1)[0], safe="/-._~%:@!$&'()*+,;=")
             status = code.value if isinstance(code, HTTPStatus) else code
-            print(f"sandbox: {self.command} {path} {status}", file=sys.stderr, flush=True)
+            method = quote(self.command or "-", safe="")
+            print(f"sandbox: {method} {path} {status}", file=sys.stderr, flush=True)
 
     def handle(self) -> None:
         try:
@@ -1025,8 +1027,7 @@ class _Handler(BaseHTTPRequestHandler):
         chunked = (args.get("chunked") or ["0"])[0] == "1" and self.request_version == "HTTP/1.1"
         headers = {
             "Content-Type": "application/octet-stream",
-            "Content-Disposition": f'attachment; filename="{seg[3]}.ifc"'.replace("\r", "")
-            .replace("\n", ""),
+            "Content-Disposition": f'attachment; filename="{_safe_name(seg[3])}.ifc"',
         }
         if chunked:
             headers["Transfer-Encoding"] = "chunked"
@@ -1219,6 +1220,11 @@ class Sandbox:
             raise ValueError("The access token lifetime must be positive.")
         with self._state.lock:
             self.settings.access_token_lifetime = seconds
+
+
+def _safe_name(text: str) -> str:
+    """A path segment made harmless for a header value."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)[:100] or "model"
 
 
 def _is_ip(host: str) -> bool:

@@ -421,6 +421,12 @@ def test_client_secret_only_in_the_form_body(client: Client) -> None:
     }
     r = client.post("/v1/auth/token", data=form, auth=(CLIENT_ID, SECRET))
     assert_error(r, 401, "invalid_client")
+    assert "form body" in r.json()["error_description"]
+    # Two authentication methods at once are refused too (RFC 6749 2.3).
+    r = client.post(
+        "/v1/auth/token", data=dict(form, client_secret=SECRET), auth=(CLIENT_ID, SECRET)
+    )
+    assert_error(r, 401, "invalid_client")
     assert_error(client.token(**form), 401, "invalid_client")  # missing secret
     assert_error(client.token(**form, client_secret="wrong"), 401, "invalid_client")
     assert_error(client.token(**dict(form, client_id="other"), client_secret=SECRET), 401,
@@ -642,6 +648,33 @@ def test_slow_download_has_delays_between_pieces(client: Client) -> None:
     r = client.api("/v1/projects/p/models/m/download?size=200000&chunk_delay=0.1", token)
     assert r.status_code == 200 and len(r.content) == 200000
     assert time.monotonic() - started >= 0.3  # four 64 KiB pieces, three pauses
+
+
+def test_a_slow_download_does_not_block_other_requests(client: Client, capfd) -> None:
+    token = client.login()["access_token"]
+    slow = client.api(
+        "/v1/projects/p/models/m/download?size=2000000&chunk_delay=0.5", token, stream=True
+    )
+    try:
+        assert slow.status_code == 200
+        assert next(slow.iter_content(1000)) == pattern_bytes(0, 1000)
+        other = requests.Session()
+        other.trust_env = False
+        started = time.monotonic()
+        r = other.get(
+            client.sb.url + "/v1/projects",
+            headers={"Authorization": f"Bearer {token}"},
+            verify=str(client.sb.ca_file),
+            timeout=10,
+        )
+        other.close()
+        assert r.status_code == 200 and time.monotonic() - started < 0.5
+    finally:
+        slow.close()  # the client goes away mid-download: the server must shrug
+    r = client.api("/v1/projects", token)
+    assert r.status_code == 200
+    client.sb.stop()
+    assert capfd.readouterr().err == ""
 
 
 def test_streaming_upload_chunked_and_with_length(client: Client) -> None:
