@@ -31,7 +31,7 @@ class ServerTls:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    """Write a file that nobody but the owner may read, atomically (never briefly world-readable)."""
+    """Write an owner-only file atomically, so it is never briefly readable by others."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -64,7 +64,7 @@ def make_server_tls(
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     not_before = now - datetime.timedelta(days=1)
     not_after = now + datetime.timedelta(days=30)
 
