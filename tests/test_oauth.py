@@ -1232,3 +1232,37 @@ def test_connection_limit(endpoint: FakeEndpoint) -> None:
             await attempt.close()
 
     assert run(scenario()) == b""
+
+
+def test_second_callback_during_exchange_gets_410(endpoint: FakeEndpoint) -> None:
+    """Once a valid code arrived, nothing else is accepted, even a replay of the same URL."""
+    exchanging = threading.Event()
+    release = threading.Event()
+
+    def slow_reply(request: Recorded) -> Reply:
+        exchanging.set()
+        release.wait(10)
+        return 200, {"Content-Type": "application/json"}, json_body(token_reply())
+
+    endpoint.reply = slow_reply
+    port = free_port()
+    cfg = callback_cfg(endpoint, port)
+
+    async def scenario() -> tuple[Page, Page, TokenSet]:
+        attempt = LoginAttempt(cfg)
+        await attempt.start()
+        waiter = asyncio.create_task(attempt.wait(10))
+        target = f"/callback?code={CODE}&state={state_of(attempt.authorize_url)}"
+        first = asyncio.create_task(abrowse(port, target))
+        try:
+            assert await asyncio.to_thread(exchanging.wait, 10)
+            replay = await abrowse(port, target)
+        finally:
+            release.set()
+        return await first, replay, await waiter
+
+    first, replay, tokens = run(scenario())
+    assert first.status == 200 and tokens.access_token == ACCESS
+    assert replay.status == 410 and "already" in replay.body
+    assert_safe_page(replay)
+    assert len(endpoint.requests) == 1
