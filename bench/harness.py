@@ -295,10 +295,14 @@ _READY = re.compile(r"reverse http://127\.0\.0\.1:(\d+)(?: forward http://127\.0
 
 
 def start_daemon(procs: Processes, config_path: Path, name: str = "qonic-proxy",
-                 log_level: str = "info", timeout: float = 30.0) -> Proxy:
-    """`python -m qonic_proxy run --config FILE`, timed from spawn to its ready line."""
+                 log_level: str = "info", timeout: float = 30.0, tweaks: str = "") -> Proxy:
+    """`python -m qonic_proxy run --config FILE`, timed from spawn to its ready line.
+
+    `tweaks` (comma-separated names from bench/variant.py) runs it with a proposed change.
+    """
     begin = time.monotonic()
-    started = procs.start(name, [sys.executable, "-m", "qonic_proxy", "run", "--config",
+    entry = ([str(BENCH / "variant.py"), tweaks, "--"] if tweaks else ["-m", "qonic_proxy"])
+    started = procs.start(name, [sys.executable, *entry, "run", "--config",
                                  str(config_path), "--log-level", log_level])
     line = started.wait_line("qonic-proxy ready:", timeout)
     ready = time.monotonic() - begin
@@ -312,7 +316,7 @@ def start_daemon(procs: Processes, config_path: Path, name: str = "qonic-proxy",
 
 def start_bare_mitmproxy(procs: Processes, config_path: Path, name: str = "bare-mitmproxy",
                          timeout: float = 30.0) -> Proxy:
-    """mitmproxy with the daemon's options and addon set but without our addon (bench/bare_mitm.py)."""
+    """mitmproxy with the daemon's options and addon set, without our addon (bare_mitm.py)."""
     begin = time.monotonic()
     started = procs.start(name, [sys.executable, str(BENCH / "bare_mitm.py"),
                                  "--config", str(config_path)])
@@ -337,3 +341,13 @@ def deadline_guard(seconds: float, what: str) -> Iterator[None]:
 
 def read_json(stream: IO[bytes]) -> Any:
     return json.loads(stream.read().decode())
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a live process has used (Linux /proc), in seconds.
+
+    Per-request CPU is a steadier measure of a proxy's own cost than requests/s on a small,
+    shared machine, where the load generator and the upstream compete for the same cores.
+    """
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -225,16 +225,32 @@ def ready_times(procs: Processes, config: Path, starts: int) -> dict[str, Any]:
 
 # ----- report ---------------------------------------------------------------------------------
 def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
-    targets = []
-    small = results["small"]
+    targets: list[dict[str, Any]] = []
+    if "small" in results:
+        targets.append(_small_target(results["small"]))
+    if "large" in results:
+        targets += _large_targets(results["large"])
+    if "ready" in results:
+        median = results["ready"]["median_ready_s"]
+        targets.append({
+            "target": f"ready < {TARGET_READY_S} s with a cached token (median)",
+            "measured": f"{median:.2f} s", "pass": median < TARGET_READY_S})
+    return targets
+
+
+def _small_target(small: list[dict[str, Any]]) -> dict[str, Any]:
     worst = min(small, key=lambda r: r["c_over_b"])
-    targets.append({
+    return {
         "target": f"small requests: qonic >= {TARGET_RATIO_B:.0%} of bare mitmproxy (all 4)",
         "measured": f"worst c/b {worst['c_over_b']:.3f} "
                     f"({'keep-alive' if worst['keep_alive'] else 'new-conn'} "
                     f"c={worst['concurrency']})",
-        "pass": all(r["c_over_b"] >= TARGET_RATIO_B for r in small)})
-    ours = [r for r in results["large"] if r["kind"] == "c_qonic"]
+        "pass": all(r["c_over_b"] >= TARGET_RATIO_B for r in small)}
+
+
+def _large_targets(large: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    targets = []
+    ours = [r for r in large if r["kind"] == "c_qonic"]
     peak = max(r["peak_rss_mib"] for r in ours)
     targets.append({
         "target": f"1 GiB transfers: peak RSS < {TARGET_RSS_MIB} MiB, identical SHA-256 (all 4)",
@@ -247,14 +263,23 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         "target": f"large-transfer throughput >= {TARGET_RATIO_DIRECT:.0%} of direct (all 4)",
         "measured": f"worst {slowest['vs_direct']:.0%} ({slowest['op']} {slowest['mode']})",
         "pass": all(r["vs_direct"] >= TARGET_RATIO_DIRECT for r in ours)})
-    median = results["ready"]["median_ready_s"]
-    targets.append({
-        "target": f"ready < {TARGET_READY_S} s with a cached token (median)",
-        "measured": f"{median:.2f} s", "pass": median < TARGET_READY_S})
     return targets
 
 
 def print_table(results: dict[str, Any]) -> None:
+    if "small" in results:
+        _print_small(results)
+    if "large" in results:
+        _print_large(results)
+    if "ready" in results:
+        _print_ready(results)
+    print("\nTargets:")
+    for target in results["targets"]:
+        print(f"  {'PASS' if target['pass'] else 'FAIL'}  {target['target']}: "
+              f"{target['measured']}")
+
+
+def _print_small(results: dict[str, Any]) -> None:
     print("\nSmall requests (~1 KiB JSON, reverse mode): req/s and p50/p99 ms")
     print(f"  {'connections':<11} {'c':>3} | {'a direct':>20} | {'b mitmproxy':>20} | "
           f"{'c qonic-proxy':>20} | {'c/b':>5} {'c/a':>5}")
@@ -264,6 +289,9 @@ def print_table(results: dict[str, Any]) -> None:
         print(f"  {'keep-alive' if row['keep_alive'] else 'new each':<11} "
               f"{row['concurrency']:>3} | {cells[0]:>20} | {cells[1]:>20} | {cells[2]:>20} | "
               f"{row['c_over_b']:5.2f} {row['c_over_a']:5.2f}")
+
+
+def _print_large(results: dict[str, Any]) -> None:
     size = results["meta"]["transfer_bytes"] // MIB
     print(f"\nLarge transfers ({size} MiB): MB/s, share of direct, proxy peak RSS, SHA-256")
     for row in results["large"]:
@@ -271,14 +299,13 @@ def print_table(results: dict[str, Any]) -> None:
         share = f"{row['vs_direct']:5.0%}" if "vs_direct" in row else "     "
         print(f"  {row['op']:8} {row['kind']:11} {row['mode']:7} {row['mb_per_s']:7.1f} MB/s "
               f"{share} {rss:>10}  {'sha ok' if row['sha256_ok'] else 'SHA MISMATCH'}")
+
+
+def _print_ready(results: dict[str, Any]) -> None:
     ready = results["ready"]
     print(f"\nStart-up with a cached token: ready line median {ready['median_ready_s']:.2f} s "
           f"(all: {', '.join(f'{s:.2f}' for s in ready['ready_s'])}); /-/health 200 median "
           f"{ready['median_health_200_s'] or float('nan'):.2f} s")
-    print("\nTargets:")
-    for target in results["targets"]:
-        print(f"  {'PASS' if target['pass'] else 'FAIL'}  {target['target']}: "
-              f"{target['measured']}")
 
 
 # ----- main -----------------------------------------------------------------------------------
@@ -292,6 +319,8 @@ def main() -> int:
     parser.add_argument("--starts", type=int, help="start-ups timed")
     parser.add_argument("--with-bare-transfers", action="store_true",
                         help="also push the large transfers through bare mitmproxy")
+    parser.add_argument("--parts", default="small,large,ready",
+                        help="comma-separated subset of small,large,ready (default: all)")
     parser.add_argument("--no-install", action="store_true", help="never apt-get install wrk")
     parser.add_argument("--python-load", action="store_true",
                         help="use the Python load generator even when wrk is available")
@@ -303,6 +332,9 @@ def main() -> int:
     reps = args.reps or (1 if args.quick else 3)
     size = (args.size_mib or (64 if args.quick else 1024)) * MIB
     starts = args.starts or (2 if args.quick else 5)
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if not parts or parts - {"small", "large", "ready"}:
+        parser.error("--parts takes a comma-separated subset of small,large,ready")
 
     wrk = None if args.python_load else find_wrk(install=not args.no_install)
     load = (lambda *a: run_wrk(wrk, *a)) if wrk else run_pyload  # type: ignore[arg-type]
@@ -341,21 +373,23 @@ def main() -> int:
             token = harness.scripted_login(small_cfg)
             harness.copy_login(small_cfg, big_cfg)
 
-            print("small requests...", flush=True)
             qonic = harness.start_daemon(procs, small_cfg, name="qonic-small")
             first_start = qonic.ready_seconds  # includes creating the interception CA
-            bare = harness.start_bare_mitmproxy(procs, bare_small_cfg)
-            results["small"] = small_requests(load, upstream_port, bare, qonic, token,
-                                              seconds, reps)
+            if "small" in parts:
+                print("small requests...", flush=True)
+                bare = harness.start_bare_mitmproxy(procs, bare_small_cfg)
+                results["small"] = small_requests(load, upstream_port, bare, qonic, token,
+                                                  seconds, reps)
+                procs.stop(bare.started)
             procs.stop(qonic.started)
-            procs.stop(bare.started)
-
-            print("large transfers...", flush=True)
-            results["large"] = large_transfers(procs, sandbox, big_cfg, bare_big_cfg, token,
-                                               size, args.with_bare_transfers)
-            print("start-up...", flush=True)
-            results["ready"] = ready_times(procs, small_cfg, starts)
-            results["ready"]["first_start_with_ca_creation_s"] = first_start
+            if "large" in parts:
+                print("large transfers...", flush=True)
+                results["large"] = large_transfers(procs, sandbox, big_cfg, bare_big_cfg,
+                                                   token, size, args.with_bare_transfers)
+            if "ready" in parts:
+                print("start-up...", flush=True)
+                results["ready"] = ready_times(procs, small_cfg, starts)
+                results["ready"]["first_start_with_ca_creation_s"] = first_start
     finally:
         if args.keep:
             print(f"work folder kept: {workdir}")

@@ -1,0 +1,56 @@
+"""Run `qonic-proxy run` with a proposed tweak applied at start-up, to measure it first.
+
+Why: the benchmark must not change the product, but "what would X buy?" needs numbers. Each
+tweak here is applied by wrapping a mitmproxy or qonic_proxy function before the CLI runs; the
+daemon itself is unchanged. Usage: `python bench/variant.py TWEAK[,TWEAK] -- run --config FILE`.
+
+Tweaks:
+  no-legacy-log  remove mitmproxy's LegacyLogEvents handler from the root logger. Master installs
+                 it to turn every stdlib log record into a deprecated `add_log` event: a second
+                 formatting of the record, a call_soon_threadsafe (a self-pipe write) and a
+                 dispatch to every addon, for each access-log line.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+def no_legacy_log() -> None:
+    from mitmproxy import master
+
+    original = master.Master.__init__
+
+    def init(self: master.Master, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self._legacy_log_events.uninstall()
+
+    master.Master.__init__ = init  # type: ignore[method-assign]
+
+
+def no_streaming() -> None:
+    from qonic_proxy import daemon
+
+    daemon.STREAM_THRESHOLD = None  # type: ignore[assignment]
+
+
+TWEAKS = {"no-legacy-log": no_legacy_log, "no-streaming": no_streaming}
+
+
+def main() -> int:
+    if len(sys.argv) < 3 or sys.argv[2] != "--":
+        print(__doc__, file=sys.stderr)
+        return 2
+    for name in filter(None, sys.argv[1].split(",")):
+        if name not in TWEAKS:
+            print(f"unknown tweak {name!r}; known: {', '.join(TWEAKS)}", file=sys.stderr)
+            return 2
+        TWEAKS[name]()
+    from qonic_proxy.cli import main as cli_main
+
+    return cli_main(sys.argv[3:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
