@@ -72,7 +72,7 @@ status=0
 # - SYSTEMD_LOG_LEVEL=info: an inherited "err" would suppress exactly the warnings we look for;
 # - SYSTEMD_COLORS=0 / SYSTEMD_PAGER=: plain text, no pager, in CI and terminals alike;
 # - --man=no: man pages are usually not installed in CI images; whether a man: reference in
-#   Documentation= resolves says nothing about the unit (ours only link to https:);
+#   Documentation= resolves says nothing about the unit (ours have no Documentation=);
 # - --user needs a runtime directory for its test-mode manager; CI shells have no
 #   $XDG_RUNTIME_DIR, so it gets a private empty one.
 analyze() {
