@@ -45,10 +45,15 @@ class Origin:
         host = (parts.hostname or "").lower().rstrip(".")
         return cls(scheme, host, parts.port or default)
 
-    def __str__(self) -> str:
+    @property
+    def authority(self) -> str:
+        """host[:port] as a Host header spells it (the default port left out)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         default = 443 if self.scheme == "https" else 80
-        return f"{self.scheme}://{host}" + ("" if self.port == default else f":{self.port}")
+        return host if self.port == default else f"{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.authority}"
 
 
 @dataclass
@@ -204,6 +209,9 @@ class QonicAddon:
                                 f"{self.api_origin}.")
         if target != self.api_origin:
             return  # not ours: passes through untouched and without a token
+        if isinstance(mode, ReverseMode):
+            # keep_host_header lets the guard see the client's Host; upstream gets the API's
+            request.host_header = self.api_origin.authority
 
         token = await self.tokens.get_access_token()
         if token is None:

@@ -143,13 +143,15 @@ def cmd_ca(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sandbox(args: argparse.Namespace) -> int:
+def run_sandbox(argv: list[str]) -> int:
     from qonic_proxy import sandbox
 
-    rest = list(args.sandbox_args)
-    if rest and rest[0] == "--":
-        rest = rest[1:]
-    return sandbox.main(rest)
+    if "--config" in argv:
+        at = argv.index("--config")
+        argv = argv[:at] + argv[at + 2:]
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    return sandbox.main(argv)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -161,8 +163,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run, "login": cmd_login, "logout": cmd_logout, "status": cmd_status,
-    "token": cmd_token, "exec": cmd_exec, "ca": cmd_ca, "sandbox": cmd_sandbox,
-    "demo": cmd_demo,
+    "token": cmd_token, "exec": cmd_exec, "ca": cmd_ca, "demo": cmd_demo,
 }
 
 
@@ -203,6 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in VERBS and argv[0] not in ("-h", "--help", "--version")):
         argv = ["run", *argv]  # `run` is the default verb
+    if argv[0] == "sandbox":
+        # the sandbox has its own parser: hand it everything (argparse's REMAINDER would not
+        # take options that come first); it needs no config, so --config is accepted and unused
+        return run_sandbox(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.verb is None:

@@ -164,6 +164,7 @@ class Daemon:
         self._master.options.update(
             stream_large_bodies=STREAM_THRESHOLD,
             connection_strategy="lazy",
+            keep_host_header=True,  # the Host guard must see what the client sent
         )
         self._run_task = asyncio.get_running_loop().create_task(self._master.run())
         waiter = asyncio.get_running_loop().create_task(readiness.event.wait())

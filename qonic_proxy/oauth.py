@@ -931,7 +931,7 @@ def _refusal_message(error: str, description: str | None) -> str:
     return f"Qonic refused the login: {said}; {todo}"
 
 
-def _open_browser_in_background(open_browser: Callable[[str], object], url: str) -> None:
+def open_browser_in_background(open_browser: Callable[[str], object], url: str) -> None:
     """Run the browser opener in a daemon thread: it may block until a $BROWSER command exits.
 
     A daemon thread (not the default executor) so that a browser that never returns cannot keep
@@ -966,7 +966,7 @@ async def login(
     try:
         announce(attempt.authorize_url)  # always: the machine may have no browser at all
         if open_browser is not None:
-            _open_browser_in_background(open_browser, attempt.authorize_url)
+            open_browser_in_background(open_browser, attempt.authorize_url)
         return await attempt.wait()
     finally:
         await attempt.close()

@@ -18,7 +18,7 @@ from typing import Any
 from qonic_proxy.config import Config
 from qonic_proxy.errors import LoginError, QonicProxyError, TokenEndpointError
 from qonic_proxy.metrics import Metrics
-from qonic_proxy.oauth import LoginAttempt, TokenSet, refresh_tokens
+from qonic_proxy.oauth import LoginAttempt, TokenSet, open_browser_in_background, refresh_tokens
 from qonic_proxy.token_store import TokenStore
 
 log = logging.getLogger("qonic_proxy.tokens")
@@ -261,8 +261,7 @@ class TokenService:
         self.on_change()
         log.warning("login needed: open this URL in a browser: %s", attempt.authorize_url)
         if self.cfg.oauth.open_browser and self.open_browser is not None:
-            opener = asyncio.to_thread(self.open_browser, attempt.authorize_url)
-            asyncio.get_running_loop().create_task(_ignore_result(opener))
+            open_browser_in_background(self.open_browser, attempt.authorize_url)
         return attempt.authorize_url
 
     async def _finish_login(self, attempt: LoginAttempt) -> None:
@@ -292,14 +291,6 @@ class TokenService:
     def _count(self, series: str, outcome: str) -> None:
         if self.metrics is not None:
             getattr(self.metrics, series).inc(outcome)
-
-
-async def _ignore_result(awaitable: Any) -> None:
-    """webbrowser.open returns False without a browser: that is not a failed login."""
-    try:
-        await awaitable
-    except Exception as err:  # a broken $BROWSER must not take the daemon down
-        log.warning("could not open a browser (%s); open the URL above by hand", type(err).__name__)
 
 
 def _rounded(value: float | None) -> int | None:
