@@ -8,8 +8,10 @@ without our header.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +21,9 @@ from urllib.parse import urlsplit
 from mitmproxy import http
 from mitmproxy.proxy.mode_specs import RegularMode, ReverseMode
 
+from qonic_proxy import client_key
 from qonic_proxy.metrics import Metrics
+from qonic_proxy.retry import resend
 from qonic_proxy.tokens import TokenService
 
 log = logging.getLogger("qonic_proxy.proxy")
@@ -140,6 +144,8 @@ class QonicAddon:
         metrics: Metrics,
         guard: Guard,
         listeners: ListenerInfo,
+        upstream_tls: ssl.SSLContext,
+        key: str | None = None,
         status_extra: Callable[[], dict[str, Any]] = dict,
     ) -> None:
         self.api_origin = api_origin
@@ -147,7 +153,10 @@ class QonicAddon:
         self.metrics = metrics
         self.guard = guard
         self.listeners = listeners
+        self.upstream_tls = upstream_tls
+        self.key = key
         self.status_extra = status_extra
+        self._keyed_connections: set[str] = set()  # CONNECT tunnels that presented the key
 
     # ----- hooks ---------------------------------------------------------------------------
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -171,7 +180,27 @@ class QonicAddon:
         if "qonic_local" not in flow.metadata:
             flow.metadata.setdefault("qonic_sent", time.monotonic())
 
-    def response(self, flow: http.HTTPFlow) -> None:
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        """CONNECT on the forward listener: the client key guards tunnels too (no open relay)."""
+        if self.key is None:
+            return
+        presented = _proxy_key(flow.request.headers.get("proxy-authorization"))
+        if client_key.matches(self.key, presented):
+            self._keyed_connections.add(flow.client_conn.id)
+            return
+        self.metrics.rejected.inc("client_key")
+        log.warning("refused CONNECT without a valid client key")
+        flow.response = _key_required(407)
+
+    def client_disconnected(self, client: Any) -> None:
+        self._keyed_connections.discard(client.id)
+
+    async def response(self, flow: http.HTTPFlow) -> None:
+        try:
+            if flow.response is not None and flow.response.status_code == 401:
+                await self._after_unauthorized(flow)
+        except Exception:  # the client still gets Qonic's own 401
+            log.exception("retrying after a 401 failed")
         self._observe(flow, flow.response.status_code if flow.response else 0)
 
     def error(self, flow: http.HTTPFlow) -> None:
@@ -181,6 +210,7 @@ class QonicAddon:
     async def _decide(self, flow: http.HTTPFlow) -> None:
         request = flow.request
         mode = flow.client_conn.proxy_mode
+        proxy_authorization = request.headers.get("proxy-authorization")
         for name in REJECTED_HEADERS:
             request.headers.pop(name, None)
 
@@ -194,6 +224,12 @@ class QonicAddon:
             return self._refuse(flow, 403, "cross_site",
                                 f"Cross-site browser request refused ({reason}); qonic-proxy only "
                                 "serves local programs, not web pages.")
+        if self.key is not None and not self._key_presented(flow, proxy_authorization):
+            self.metrics.rejected.inc("client_key")
+            log.warning("refused %s %s: no valid client key", request.method,
+                        request.path.split("?", 1)[0][:200])
+            status = 401 if isinstance(mode, ReverseMode) else 407
+            return self._answer(flow, _key_required(status))
 
         if addressed_to_us and request.path.startswith("/-/"):
             return await self._operational(flow)
@@ -222,7 +258,51 @@ class QonicAddon:
                 "message": "qonic-proxy has no valid Qonic token. " + self.tokens.what_to_do(),
             }), reason="login_required")
         request.headers["Authorization"] = f"Bearer {token}"
-        flow.metadata["qonic_token"] = True
+        flow.metadata["qonic_token"] = token
+
+    def _key_presented(self, flow: http.HTTPFlow, proxy_authorization: str | None) -> bool:
+        """Check the client key wherever this listener accepts it, and strip it."""
+        assert self.key is not None
+        request = flow.request
+        if isinstance(flow.client_conn.proxy_mode, ReverseMode):
+            presented = request.headers.pop(client_key.KEY_HEADER, None)
+            basic = client_key.key_from_basic(request.headers.get("authorization"))
+            if basic is not None:
+                request.headers.pop("authorization")
+            return client_key.matches(self.key, presented or basic)
+        if flow.client_conn.id in self._keyed_connections:
+            return True  # inside a CONNECT tunnel that presented it
+        return client_key.matches(self.key, _proxy_key(proxy_authorization))
+
+    async def _after_unauthorized(self, flow: http.HTTPFlow) -> None:
+        """Qonic said 401 to a token we sent: refresh once, then replay once if we can."""
+        used = flow.metadata.get("qonic_token")
+        if not used or flow.metadata.get("qonic_retried"):
+            return
+        flow.metadata["qonic_retried"] = True
+        fresh = await self.tokens.refresh(used, force=True)
+        replayable = flow.request.raw_content is not None and not flow.request.stream
+        if fresh is None or not replayable:
+            self.metrics.rejected.inc("unauthorized_passed_through")
+            return
+        headers = [(k, v) for k, v in flow.request.headers.items(multi=True)
+                   if k.lower() != "authorization"]
+        headers.append(("Authorization", f"Bearer {fresh}"))
+        if not any(k.lower() == "host" for k, _ in headers):
+            headers.insert(0, ("Host", self.api_origin.authority))
+        answer = await asyncio.to_thread(
+            resend, host=self.api_origin.host, port=self.api_origin.port,
+            context=self.upstream_tls, method=flow.request.method, target=flow.request.path,
+            headers=headers, body=flow.request.raw_content)
+        if answer is None:
+            log.info("the retried answer is too large to hold; the client gets the 401 and "
+                     "its own retry will use the refreshed token")
+            return
+        flow.response = http.Response.make(answer.status, answer.body, answer.headers)
+        flow.response.reason = answer.reason
+        flow.metadata["qonic_replayed"] = True
+        log.info("retried %s %s once with a refreshed token: %d", flow.request.method,
+                 flow.request.path.split("?", 1)[0][:200], answer.status)
 
     def _is_self_request(self, flow: http.HTTPFlow) -> bool:
         """A plain request whose destination is one of our own listeners (never proxy to us)."""
@@ -306,6 +386,22 @@ class QonicAddon:
                    "duration_ms": round(duration_ms, 1), "bytes": size,
                    "listener": listener, "token": bool(flow.metadata.get("qonic_token"))},
         )
+
+
+def _proxy_key(proxy_authorization: str | None) -> str | None:
+    return (client_key.key_from_basic(proxy_authorization)
+            or client_key.key_from_bearer(proxy_authorization))
+
+
+def _key_required(status: int) -> http.Response:
+    challenge = "Proxy-Authenticate" if status == 407 else "WWW-Authenticate"
+    where = ("Proxy-Authorization (e.g. HTTPS_PROXY=http://qonic:KEY@host:port)" if status == 407
+             else f"the {client_key.KEY_HEADER} header or Basic auth (curl -u qonic:KEY)")
+    return json_response(status, {
+        "error": "client_key_required",
+        "message": f"This qonic-proxy requires its client key; send it in {where}. The key is "
+                   "in the file named by [proxy] client_key_file.",
+    }, {challenge: 'Basic realm="qonic-proxy"'})
 
 
 def _declared_body_size(request: http.Request) -> int:

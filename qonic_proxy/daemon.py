@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import re
 import signal
+import ssl
 import sys
 import time
 import webbrowser
@@ -26,6 +28,7 @@ from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
 
 from qonic_proxy import error_pages
 from qonic_proxy.addon import Guard, ListenerInfo, Origin, QonicAddon
+from qonic_proxy.client_key import load_or_create_key
 from qonic_proxy.config import Config
 from qonic_proxy.errors import QonicProxyError
 from qonic_proxy.metrics import Metrics
@@ -139,6 +142,13 @@ class Daemon:
     async def start(self) -> None:
         """Load the cached token, bind the listeners, announce readiness; raise on failure."""
         self.tokens.load_from_store()
+        key = None
+        if self.cfg.proxy.client_key_file is not None:
+            key = load_or_create_key(self.cfg.proxy.client_key_file)
+        if not _is_loopback(self.cfg.proxy.listen_host):
+            log.warning("LISTENING ON %s, NOT LOOPBACK: other machines can reach this proxy; "
+                        "each request must carry the client key", self.cfg.proxy.listen_host)
+        trust = upstream_trust_file(self.cfg)
         error_pages.install()
         opts = options.Options(
             mode=mitm_modes(self.cfg),
@@ -146,7 +156,7 @@ class Daemon:
             confdir=str(private_dir(self.cfg.proxy.ca_dir)),
             allow_hosts=[intercept_pattern(self.api_origin)],
             ssl_insecure=False,
-            ssl_verify_upstream_trusted_ca=upstream_trust_file(self.cfg),
+            ssl_verify_upstream_trusted_ca=trust,
             http2=False,
         )
         self._master = master.Master(opts, with_termlog=False)
@@ -156,6 +166,7 @@ class Daemon:
         self.addon = QonicAddon(
             api_origin=self.api_origin, tokens=self.tokens, metrics=self.metrics,
             guard=guard, listeners=self.listeners, status_extra=self._listener_status,
+            upstream_tls=ssl.create_default_context(cafile=trust or certifi.where()), key=key,
         )
         self._master.addons.add(
             core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(),
@@ -308,6 +319,15 @@ def _os_reason(err: BaseException | None) -> str:
     if isinstance(err, OSError) and err.errno:
         return os.strerror(err.errno).lower()
     return str(err).split("\n", 1)[0]
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _print_ready(line: str) -> None:

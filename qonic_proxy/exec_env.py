@@ -29,10 +29,11 @@ import tempfile
 import webbrowser
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import certifi
 
+from qonic_proxy.client_key import load_or_create_key
 from qonic_proxy.config import ENV_SECRET, Config
 from qonic_proxy.errors import LoginError, QonicProxyError
 
@@ -166,16 +167,26 @@ class Endpoints:
 
 
 def child_environment(base: Mapping[str, str], endpoints: Endpoints, bundle: str,
-                      config_file: Path | None = None) -> dict[str, str]:
-    """The environment CMD runs with: proxy, trust and API variables; never a secret."""
+                      config_file: Path | None = None, client_key: str | None = None,
+                      ) -> dict[str, str]:
+    """The environment CMD runs with: proxy, trust and API variables; never the Qonic token.
+
+    With a client key configured, the key (not a Qonic secret: it only opens this proxy) rides
+    in the URLs' user info, which clients turn into (Proxy-)Authorization: Basic.
+    """
     env = dict(base)
     env.pop(ENV_SECRET, None)  # the child has no use for our client secret
+    forward, reverse = endpoints.forward, endpoints.reverse
+    if client_key is not None:
+        userinfo = "qonic:" + quote(client_key, safe="") + "@"
+        forward = forward.replace("://", "://" + userinfo, 1)
+        reverse = reverse.replace("://", "://" + userinfo, 1)
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-        env[name] = endpoints.forward
+        env[name] = forward
     env["NO_PROXY"] = env["no_proxy"] = NO_PROXY
     # Node >= 22.21 / 24.5 honour the proxy variables only when asked; older Node ignores this.
     env["NODE_USE_ENV_PROXY"] = "1"
-    env["QONIC_API_URL"] = endpoints.reverse + "/v1"
+    env["QONIC_API_URL"] = reverse + "/v1"
     for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"):
         env[name] = bundle
     if config_file is not None:  # a nested `qonic-proxy token`/`status` finds the same config
@@ -282,7 +293,10 @@ async def _run(cfg: Config, command: list[str], executable: str) -> int:
         async with _proxy(cfg, signals.aborted) as endpoints:
             if signals.aborted.done():
                 return 128 + signals.aborted.result()
-            env = child_environment(os.environ, endpoints, bundle, cfg.path)
+            key = None
+            if cfg.proxy.client_key_file is not None:
+                key = load_or_create_key(cfg.proxy.client_key_file)
+            env = child_environment(os.environ, endpoints, bundle, cfg.path, key)
             try:
                 signals.child = await asyncio.create_subprocess_exec(
                     *command, executable=executable, env=env)

@@ -14,9 +14,10 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from qonic_proxy.client_key import KEY_HEADER
 from qonic_proxy.config import Config
-from qonic_proxy.errors import QonicProxyError
-from qonic_proxy.oauth import TokenSet, login, refresh_tokens
+from qonic_proxy.errors import LoginError, QonicProxyError
+from qonic_proxy.oauth import TokenSet, login, open_browser_in_background, refresh_tokens
 from qonic_proxy.token_store import TokenStore, cache_key
 
 
@@ -24,16 +25,71 @@ def store_for(cfg: Config) -> TokenStore:
     return TokenStore(cfg.token.cache_file, cache_key(cfg))
 
 
+def _announce(url: str) -> None:
+    print(f"Open this URL in a browser to log in to Qonic:\n\n  {url}\n", file=sys.stderr,
+          flush=True)
+
+
 def login_now(cfg: Config, *, open_browser: Callable[[str], object] | None) -> TokenSet:
-    """Browser login; the new token is written to the cache the daemon watches."""
+    """Browser login; the new token is written to the cache the daemon watches.
 
-    def announce(url: str) -> None:
-        print(f"Open this URL in a browser to log in to Qonic:\n\n  {url}\n", file=sys.stderr,
-              flush=True)
-
-    tokens = asyncio.run(login(cfg, open_browser=open_browser, announce=announce))
+    When the running daemon is itself waiting for a login it holds the callback port, so we
+    join its login instead of failing on a busy port: same URL, and we wait for its success.
+    """
+    health = daemon_health(cfg)
+    if health is not None and health.get("login_in_progress") and not health.get("logged_in"):
+        return join_daemon_login(cfg, open_browser=open_browser)
+    tokens = asyncio.run(login(cfg, open_browser=open_browser, announce=_announce))
     store_for(cfg).save(tokens)
     return tokens
+
+
+def join_daemon_login(cfg: Config, *, open_browser: Callable[[str], object] | None) -> TokenSet:
+    """Show the daemon's authorize URL (from /-/login) and wait for it to report success."""
+    url = daemon_login_url(cfg)
+    _announce(url)
+    print("(the running qonic-proxy is waiting for this login; it will store the token)",
+          file=sys.stderr, flush=True)
+    if open_browser is not None:
+        open_browser_in_background(open_browser, url)
+    deadline = time.monotonic() + cfg.oauth.login_timeout
+    while time.monotonic() < deadline:
+        health = daemon_health(cfg)
+        if health is None:
+            raise QonicProxyError("the running qonic-proxy stopped while waiting for the login; "
+                                  "run `qonic-proxy login` again")
+        if health.get("logged_in"):
+            tokens = store_for(cfg).load()
+            if tokens is not None:
+                return tokens
+        elif not health.get("login_in_progress") and health.get("last_login_error"):
+            raise LoginError(str(health["last_login_error"]))
+        time.sleep(0.25)
+    raise LoginError(f"no login completed within {cfg.oauth.login_timeout:g} s; "
+                     "run `qonic-proxy login` to try again")
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def daemon_login_url(cfg: Config) -> str:
+    """The authorize URL of the daemon's pending login: the Location of its /-/login."""
+    request = urllib.request.Request(f"http://{_daemon_host(cfg)}:{cfg.proxy.port}/-/login",
+                                     headers=key_header(cfg))
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects())
+    try:
+        opener.open(request, timeout=5).close()
+    except urllib.error.HTTPError as err:
+        if err.code == 302 and err.headers.get("Location"):
+            return err.headers["Location"]
+        raise QonicProxyError(f"the running qonic-proxy did not offer a login ({err.code}); "
+                              "see its log") from None
+    except OSError as err:
+        raise QonicProxyError(f"cannot reach the running qonic-proxy ({err}); "
+                              "is it still running?") from None
+    raise QonicProxyError("the running qonic-proxy did not offer a login; see its log")
 
 
 def _is_fresh(tokens: TokenSet, margin: float) -> bool:
@@ -62,18 +118,33 @@ def current_access_token(cfg: Config) -> str:
         return new.access_token
 
 
-def daemon_health(cfg: Config, timeout: float = 1.0) -> dict[str, Any] | None:
-    """The running daemon's /-/health, if one answers on the configured reverse port."""
+def _daemon_host(cfg: Config) -> str:
     host = cfg.proxy.listen_host
     if host in ("0.0.0.0", "::"):  # noqa: S104 - we only connect, to loopback
         host = "127.0.0.1"
-    host = f"[{host}]" if ":" in host else host
+    return f"[{host}]" if ":" in host else host
+
+
+def key_header(cfg: Config) -> dict[str, str]:
+    """The client-key header for talking to our own daemon, when a key is configured."""
+    path = cfg.proxy.client_key_file
+    if path is None:
+        return {}
+    try:
+        return {KEY_HEADER: path.read_text().strip()}
+    except OSError:
+        return {}
+
+
+def daemon_health(cfg: Config, timeout: float = 1.0) -> dict[str, Any] | None:
+    """The running daemon's /-/health, if one answers on the configured reverse port."""
     if not cfg.proxy.port:
         return None
-    url = f"http://{host}:{cfg.proxy.port}/-/health"
+    request = urllib.request.Request(f"http://{_daemon_host(cfg)}:{cfg.proxy.port}/-/health",
+                                     headers=key_header(cfg))
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with opener.open(url, timeout=timeout) as response:
+        with opener.open(request, timeout=timeout) as response:
             return json.loads(response.read(65536))
     except urllib.error.HTTPError as err:  # 503 = running but waiting for a login
         try:
