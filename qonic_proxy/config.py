@@ -723,3 +723,13 @@ def _proxy_settings(sec: _Section) -> ProxySettings:
         client_key_file=client_key_file,
         ca_dir=ca_dir,
     )
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for "localhost" and loopback IP literals: the only places we listen by default."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

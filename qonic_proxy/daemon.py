@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import re
@@ -29,7 +28,7 @@ from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
 from qonic_proxy import error_pages
 from qonic_proxy.addon import Guard, ListenerInfo, Origin, QonicAddon
 from qonic_proxy.client_key import load_or_create_key
-from qonic_proxy.config import Config
+from qonic_proxy.config import Config, is_loopback_host
 from qonic_proxy.errors import QonicProxyError
 from qonic_proxy.metrics import Metrics
 from qonic_proxy.sdnotify import Notifier
@@ -145,7 +144,7 @@ class Daemon:
         key = None
         if self.cfg.proxy.client_key_file is not None:
             key = load_or_create_key(self.cfg.proxy.client_key_file)
-        if not _is_loopback(self.cfg.proxy.listen_host):
+        if not is_loopback_host(self.cfg.proxy.listen_host):
             log.warning("LISTENING ON %s, NOT LOOPBACK: other machines can reach this proxy; "
                         "each request must carry the client key", self.cfg.proxy.listen_host)
         trust = upstream_trust_file(self.cfg)
@@ -253,15 +252,15 @@ class Daemon:
     async def _refresh_ahead(self) -> None:
         """Refresh before expiry even when no request arrives, so the next one never waits."""
         while True:
-            remaining = self.tokens.seconds_until_expiry()
+            due_in = self.tokens.refresh_due_in()
             tokens = self.tokens.tokens
-            if remaining is None or tokens is None or not tokens.refresh_token:
+            if due_in is None or tokens is None or not tokens.refresh_token:
                 await asyncio.sleep(5)
                 continue
-            due_in = remaining - self.cfg.token.refresh_margin
             if due_in > 0:
-                # wake at least every 30 s: after a suspend, wall time may have jumped
-                await asyncio.sleep(min(due_in, 30.0))
+                # wake at least every 10 s: asyncio sleeps on the monotonic clock, which stands
+                # still while the machine is suspended, but token expiry is wall-clock time
+                await asyncio.sleep(min(due_in, 10.0))
                 continue
             await self.tokens.refresh(tokens.access_token)
             if self.tokens.tokens is tokens:  # refresh failed; do not hammer the token endpoint
@@ -319,15 +318,6 @@ def _os_reason(err: BaseException | None) -> str:
     if isinstance(err, OSError) and err.errno:
         return os.strerror(err.errno).lower()
     return str(err).split("\n", 1)[0]
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _print_ready(line: str) -> None:

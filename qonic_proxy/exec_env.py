@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import dataclasses
 import fcntl
-import ipaddress
 import logging
 import os
 import re
@@ -34,7 +33,7 @@ from urllib.parse import quote, urlsplit
 import certifi
 
 from qonic_proxy.client_key import load_or_create_key
-from qonic_proxy.config import ENV_SECRET, Config
+from qonic_proxy.config import ENV_SECRET, Config, is_loopback_host
 from qonic_proxy.errors import LoginError, QonicProxyError
 
 log = logging.getLogger("qonic_proxy.exec")
@@ -433,21 +432,12 @@ async def _private_daemon(cfg: Config, aborted: asyncio.Future[int]) -> AsyncIte
 def private_config(cfg: Config) -> Config:
     """`cfg` for a private daemon: loopback only, ephemeral reverse port, a free forward port."""
     host = cfg.proxy.listen_host
-    if not _is_loopback(host):
+    if not is_loopback_host(host):
         host = "127.0.0.1"  # the private proxy serves one local child; never expose it
     allowed = tuple(dict.fromkeys((*cfg.proxy.allowed_hosts, "localhost", "127.0.0.1", "::1")))
     proxy = dataclasses.replace(cfg.proxy, listen_host=host, port=0,
                                 forward_port=_free_port(host), allowed_hosts=allowed)
     return dataclasses.replace(cfg, proxy=proxy)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _free_port(host: str) -> int:

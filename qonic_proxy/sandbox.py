@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
+from qonic_proxy.config import is_loopback_host
 from qonic_proxy.local_ca import make_server_tls, server_ssl_context
 
 SCOPES: dict[str, str] = {
@@ -204,15 +205,6 @@ def _b64url(data: bytes) -> str:
 
 def _s256(verifier: str) -> str:
     return _b64url(hashlib.sha256(verifier.encode("ascii")).digest())
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _add_query(uri: str, params: dict[str, str]) -> str:
@@ -1127,7 +1119,7 @@ class Sandbox:
     """A running (after `start`) Qonic-compatible server on loopback."""
 
     def __init__(self, settings: SandboxSettings) -> None:
-        if not _is_loopback(settings.host):
+        if not is_loopback_host(settings.host):
             raise ValueError(
                 f"The sandbox listens on loopback only (its test controls have no auth); "
                 f"got host {settings.host!r}."
