@@ -22,7 +22,7 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriza
 class RetryAnswer:
     status: int
     reason: str
-    headers: list[tuple[str, str]]
+    headers: list[tuple[bytes, bytes]]  # as mitmproxy's Headers takes them (latin-1, lossless)
     body: bytes
 
 
@@ -46,7 +46,8 @@ def resend(*, host: str, port: int, context: ssl.SSLContext, method: str, target
         data = response.read(MAX_RETRY_RESPONSE + 1)
         if len(data) > MAX_RETRY_RESPONSE:
             return None
-        kept = [(k, v) for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP]
+        kept = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.getheaders()
+                if k.lower() not in HOP_BY_HOP]
         return RetryAnswer(response.status, response.reason, kept, data)
     finally:
         connection.close()
