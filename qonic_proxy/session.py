@@ -19,6 +19,7 @@ from qonic_proxy.config import Config
 from qonic_proxy.errors import LoginError, QonicProxyError
 from qonic_proxy.oauth import TokenSet, login, open_browser_in_background, refresh_tokens
 from qonic_proxy.token_store import TokenStore, cache_key
+from qonic_proxy.tokens import refresh_due_at
 
 
 def store_for(cfg: Config) -> TokenStore:
@@ -37,7 +38,7 @@ def login_now(cfg: Config, *, open_browser: Callable[[str], object] | None) -> T
     join its login instead of failing on a busy port: same URL, and we wait for its success.
     """
     health = daemon_health(cfg)
-    if health is not None and health.get("login_in_progress") and not health.get("logged_in"):
+    if health is not None and health.get("login_in_progress"):
         return join_daemon_login(cfg, open_browser=open_browser)
     tokens = asyncio.run(login(cfg, open_browser=open_browser, announce=_announce))
     store_for(cfg).save(tokens)
@@ -58,12 +59,13 @@ def join_daemon_login(cfg: Config, *, open_browser: Callable[[str], object] | No
         if health is None:
             raise QonicProxyError("the running qonic-proxy stopped while waiting for the login; "
                                   "run `qonic-proxy login` again")
-        if health.get("logged_in"):
-            tokens = store_for(cfg).load()
-            if tokens is not None:
+        if not health.get("login_in_progress"):  # over: the daemon may have been logged in
+            tokens = store_for(cfg).load()        # already, so "logged_in" alone proves nothing
+            if health.get("logged_in") and tokens is not None:
                 return tokens
-        elif not health.get("login_in_progress") and health.get("last_login_error"):
-            raise LoginError(str(health["last_login_error"]))
+            raise LoginError(str(health.get("last_login_error")
+                                 or "the running qonic-proxy did not complete the login; "
+                                    "see its log, then run `qonic-proxy login` again"))
         time.sleep(0.25)
     raise LoginError(f"no login completed within {cfg.oauth.login_timeout:g} s; "
                      "run `qonic-proxy login` to try again")
@@ -93,7 +95,9 @@ def daemon_login_url(cfg: Config) -> str:
 
 
 def _is_fresh(tokens: TokenSet, margin: float) -> bool:
-    return tokens.expires_at is None or tokens.expires_at - margin > time.time()
+    """Same rule as the daemon's, so the verb and the daemon agree on when a refresh is due."""
+    due = refresh_due_at(tokens, margin)
+    return due is None or due > time.time()
 
 
 def current_access_token(cfg: Config) -> str:

@@ -24,8 +24,23 @@ from qonic_proxy.token_store import TokenStore
 log = logging.getLogger("qonic_proxy.tokens")
 
 REFRESH_TIMEOUT = 45.0  # bounds how long a request waits for a refresh (token request + file lock)
+REFRESH_BACKOFF = 5.0  # after a failed refresh, wait this long before the next (unless a 401)
 STORE_POLL_INTERVAL = 1.0  # how often the cache file is checked for a login done by another process
 GRANT_LOST = {"invalid_grant", "unauthorized_client", "invalid_client"}
+
+
+def refresh_due_at(tokens: TokenSet, margin: float) -> float | None:
+    """When `tokens` should be replaced: `margin` s before expiry, but never before half its life.
+
+    Without the half-life cap a token that lives shorter than the margin (a 60 s token with a
+    300 s margin) would be "due" the moment it arrives, and every refresh would start the next.
+    """
+    if tokens.expires_at is None:
+        return None
+    lifetime = tokens.expires_at - tokens.obtained_at
+    if lifetime > 0:
+        margin = min(margin, lifetime / 2)
+    return tokens.expires_at - margin
 
 
 @dataclass
@@ -60,7 +75,10 @@ class TokenService:
         self._refresh_lock = asyncio.Lock()
         self._login: LoginAttempt | None = None
         self._login_task: asyncio.Task[None] | None = None
+        self._login_received = False
         self._store_mtime: int | None = None
+        self._attempts = 0  # refresh attempts finished; lets lock waiters share the one result
+        self._failed_at: float | None = None  # monotonic time of the last failed refresh
         self.last_refresh: RefreshResult | None = None
         self.last_login_error: str | None = None
         self.refresh_count = 0
@@ -81,9 +99,13 @@ class TokenService:
         return self._tokens is not None and (remaining is None or remaining > 0)
 
     def _needs_refresh(self, tokens: TokenSet) -> bool:
-        if tokens.expires_at is None:
-            return False
-        return tokens.expires_at - self.cfg.token.refresh_margin <= self.clock()
+        due = refresh_due_at(tokens, self.cfg.token.refresh_margin)
+        return due is not None and due <= self.clock()
+
+    def refresh_due_in(self) -> float | None:
+        """Seconds until the held token is due for a refresh (negative: overdue)."""
+        due = refresh_due_at(self._tokens, self.cfg.token.refresh_margin) if self._tokens else None
+        return None if due is None else due - self.clock()
 
     @property
     def login_pending(self) -> bool:
@@ -147,11 +169,14 @@ class TokenService:
                             self.on_change()
                     elif self.load_from_store():
                         log.info("picked up a new token from %s", self.store.path)
+                        if self.is_usable():
+                            await self._cancel_login("another process logged in")
             except QonicProxyError as err:
                 log.error("%s", err)
 
     def _adopt(self, tokens: TokenSet) -> None:
         self._tokens = tokens
+        self._failed_at = None
         self.last_login_error = None
         self.on_change()
 
@@ -167,30 +192,45 @@ class TokenService:
             refreshed = await self.refresh(tokens.access_token)
             if refreshed:
                 return refreshed
+        elif not self.login_pending:
+            # nothing to refresh with: ask for a login while the old token still works
+            log.info("the access token runs out soon and there is no refresh token")
+            self.offer_login()
         return self._tokens.access_token if self.is_usable() and self._tokens else None
 
     async def refresh(self, stale_access_token: str, *, force: bool = False) -> str | None:
         """Replace `stale_access_token`, once, however many callers ask at the same time.
 
         `force` is for a 401 from the API: the token looked valid to us but not to Qonic.
+        Callers that queued behind a refresh share its outcome, success or failure, so a
+        burst of requests never becomes a burst of token requests, even when the token
+        endpoint is failing. None means no new token (the caller decides what that means).
         """
+        attempts_seen = self._attempts
         async with self._refresh_lock:
             current = self._tokens
             if current is None:
                 return None
             if current.access_token != stale_access_token:
                 return current.access_token  # somebody refreshed while we waited
+            if self._attempts != attempts_seen:
+                return None  # the refresh we waited for failed: share its result, do not retry
             if not force and not self._needs_refresh(current):
                 return current.access_token
+            if not force and self._failed_at is not None \
+                    and time.monotonic() - self._failed_at < REFRESH_BACKOFF:
+                return None
             if not current.refresh_token:
                 if force:
                     self._lose_token("Qonic rejected the access token; there is no refresh token")
                 return None
             try:
-                new = await asyncio.wait_for(
+                new, spent = await asyncio.wait_for(
                     asyncio.to_thread(self._refresh_with_file_lock, current), REFRESH_TIMEOUT
                 )
             except (TokenEndpointError, QonicProxyError, TimeoutError) as err:
+                self._attempts += 1
+                self._failed_at = time.monotonic()
                 detail = str(err) or "the token refresh timed out"
                 self.last_refresh = RefreshResult(self.clock(), "error", detail)
                 self._count("refreshes", "error")
@@ -200,20 +240,26 @@ class TokenService:
                 elif force:
                     self._lose_token("Qonic rejected the access token and refreshing failed")
                 return None
-            self.refresh_count += 1
-            self.last_refresh = RefreshResult(self.clock(), "ok")
-            self._count("refreshes", "ok")
+            self._attempts += 1
             self._adopt(new)
             self._store_mtime = self.store.mtime_ns()
-            log.info("access token refreshed; valid for %s s",
-                     _rounded(self.seconds_until_expiry()))
+            if spent:
+                self.refresh_count += 1
+                self.last_refresh = RefreshResult(self.clock(), "ok")
+                self._count("refreshes", "ok")
+                log.info("access token refreshed; valid for %s s",
+                         _rounded(self.seconds_until_expiry()))
+            else:
+                log.info("using the token another qonic-proxy process refreshed; valid for %s s",
+                         _rounded(self.seconds_until_expiry()))
             return new.access_token
 
-    def _refresh_with_file_lock(self, current: TokenSet) -> TokenSet:
+    def _refresh_with_file_lock(self, current: TokenSet) -> tuple[TokenSet, bool]:
         """Runs in a worker thread: one refresh across every process sharing the cache file.
 
         Under the lock the file is read again: when a sibling process already rotated the refresh
         token, its result is used instead of spending our (now used) refresh token a second time.
+        Returns the tokens and whether a token request was made (False: the sibling's result).
         """
         with self.store.refresh_lock():
             on_disk = self.store.load()
@@ -221,13 +267,13 @@ class TokenService:
             if on_disk is not None and on_disk.obtained_at > current.obtained_at:
                 fresh = not self._needs_refresh(on_disk)
                 if on_disk.access_token != current.access_token and fresh:
-                    return on_disk
+                    return on_disk, False
                 base = on_disk
             if not base.refresh_token:
                 raise QonicProxyError("the cached token cannot be refreshed; log in again")
             new = refresh_tokens(self.cfg, base.refresh_token)
             self.store.save(new)
-            return new
+            return new, True
 
     def _lose_token(self, why: str) -> None:
         log.warning("%s; %s", why, self.what_to_do())
@@ -257,6 +303,7 @@ class TokenService:
         attempt = LoginAttempt(self.cfg)
         await attempt.start()
         self._login = attempt
+        self._login_received = False
         self._login_task = asyncio.get_running_loop().create_task(self._finish_login(attempt))
         self.on_change()
         log.warning("login needed: open this URL in a browser: %s", attempt.authorize_url)
@@ -267,6 +314,7 @@ class TokenService:
     async def _finish_login(self, attempt: LoginAttempt) -> None:
         try:
             tokens = await attempt.wait()
+            self._login_received = True  # from here on, finishing must not be cancelled
             await asyncio.to_thread(self.store.save, tokens)
         except (LoginError, TokenEndpointError, QonicProxyError) as err:
             self.last_login_error = str(err)
@@ -280,6 +328,14 @@ class TokenService:
         self._count("logins", "ok")
         self._adopt(tokens)
         log.info("logged in to Qonic; token valid for %s s", _rounded(self.seconds_until_expiry()))
+
+    async def _cancel_login(self, why: str) -> None:
+        """Stop a pending login (it holds the callback port) that is no longer needed."""
+        if not self.login_pending or self._login_received:
+            return
+        log.info("%s; the pending browser login is no longer needed", why)
+        await self.close()
+        self.on_change()
 
     async def close(self) -> None:
         if self._login_task is not None and not self._login_task.done():

@@ -169,6 +169,8 @@ class DaemonProcess:
     def __init__(self, config: Path, env: dict[str, str], tmp: Path, args: list[str]) -> None:
         self.stderr_path = tmp / f"daemon-{time.monotonic_ns()}.log"
         self._stderr = self.stderr_path.open("wb")
+        self.started = time.monotonic()
+        self.ready_seconds: float | None = None  # process start to ready line (start-up time)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "qonic_proxy", "run", "--config", str(config),
              "--log-level", "debug", *args],
@@ -198,6 +200,7 @@ class DaemonProcess:
                                          + self.stderr_text()[-3000:]) from None
                 continue
             if line.startswith("qonic-proxy ready:"):
+                self.ready_seconds = time.monotonic() - self.started
                 words = line.split()
                 self.reverse_url = words[words.index("reverse") + 1]
                 if "forward" in words:
