@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from mitmproxy import http
 from mitmproxy.proxy.mode_specs import RegularMode, ReverseMode
 
-from qonic_proxy import client_key
+from qonic_proxy import client_key, error_pages
 from qonic_proxy.metrics import Metrics
 from qonic_proxy.retry import resend
 from qonic_proxy.tokens import TokenService
@@ -30,7 +30,26 @@ log = logging.getLogger("qonic_proxy.proxy")
 access_log = logging.getLogger("qonic_proxy.access")
 
 LOCAL_BODY_LIMIT = 1024 * 1024  # bodies up to this size are read and dropped before a local answer
-REJECTED_HEADERS = ("proxy-authorization",)  # never sent upstream
+# never sent upstream: the proxy credentials and our client key, wherever a client put them
+REJECTED_HEADERS = ("proxy-authorization", client_key.KEY_HEADER.lower())
+# Sec-Fetch-Site values a browser sends only for requests a person or our own page started
+SAME_ORIGIN_FETCH = ("none", "same-origin")
+CORS_PREFIX = "access-control-"  # response headers that would grant a web page access
+
+
+def normalise_host(host: str) -> str:
+    """Lower-case, no trailing dot, IDNA (xn--) form: the one spelling we compare.
+
+    mitmproxy hands us IDNA hosts decoded to Unicode while the config stores the xn-- form, so
+    both sides go through here; a name that cannot be encoded compares unequal to everything.
+    """
+    host = host.strip().rstrip(".").lower()
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii").lower()
+        except UnicodeError:
+            return "\0invalid"
+    return host
 
 
 @dataclass(frozen=True)
@@ -46,8 +65,7 @@ class Origin:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         default = 443 if scheme == "https" else 80
-        host = (parts.hostname or "").lower().rstrip(".")
-        return cls(scheme, host, parts.port or default)
+        return cls(scheme, normalise_host(parts.hostname or ""), parts.port or default)
 
     @property
     def authority(self) -> str:
@@ -89,9 +107,9 @@ class Guard:
 
     def cross_site_reason(self, headers: http.Headers) -> str | None:
         """Why a browser would call this request cross-site, or None when it is not."""
-        fetch_site = headers.get("sec-fetch-site", "").lower()
-        if fetch_site in ("cross-site", "same-site"):
-            return f"Sec-Fetch-Site: {fetch_site}"
+        fetch_site = headers.get("sec-fetch-site")
+        if fetch_site is not None and fetch_site.strip().lower() not in SAME_ORIGIN_FETCH:
+            return "Sec-Fetch-Site: " + fetch_site[:40]
         origin = headers.get("origin")
         if origin is not None and not self._origin_allowed(origin):
             return "Origin: " + origin[:100]
@@ -175,19 +193,27 @@ class QonicAddon:
         sent = flow.metadata.get("qonic_sent")
         if sent is not None and flow.response is not None:
             self.metrics.upstream_latency.observe(max(0.0, time.monotonic() - sent))
+        _strip_cors(flow)
 
     def request(self, flow: http.HTTPFlow) -> None:
         if "qonic_local" not in flow.metadata:
             flow.metadata.setdefault("qonic_sent", time.monotonic())
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
-        """CONNECT on the forward listener: the client key guards tunnels too (no open relay)."""
+        """CONNECT on the forward listener: the client key guards tunnels too (no open relay).
+
+        An exception here would make mitmproxy log it and open the tunnel anyway, so any error
+        refuses the CONNECT instead.
+        """
         if self.key is None:
             return
-        presented = _proxy_key(flow.request.headers.get("proxy-authorization"))
-        if client_key.matches(self.key, presented):
-            self._keyed_connections.add(flow.client_conn.id)
-            return
+        try:
+            presented = _proxy_key(flow.request.headers.get("proxy-authorization"))
+            if client_key.matches(self.key, presented):
+                self._keyed_connections.add(flow.client_conn.id)
+                return
+        except Exception:
+            log.exception("internal error while checking the client key of a CONNECT")
         self.metrics.rejected.inc("client_key")
         log.warning("refused CONNECT without a valid client key")
         flow.response = _key_required(407)
@@ -201,6 +227,7 @@ class QonicAddon:
                 await self._after_unauthorized(flow)
         except Exception:  # the client still gets Qonic's own 401
             log.exception("retrying after a 401 failed")
+        _strip_cors(flow)  # again: a replayed answer replaces the one seen in responseheaders
         self._observe(flow, flow.response.status_code if flow.response else 0)
 
     def error(self, flow: http.HTTPFlow) -> None:
@@ -214,7 +241,8 @@ class QonicAddon:
         for name in REJECTED_HEADERS:
             request.headers.pop(name, None)
 
-        addressed_to_us = isinstance(mode, ReverseMode) or self._is_self_request(flow)
+        addressed_to_us = (isinstance(mode, ReverseMode) or self._is_self_request(flow)
+                           or self._is_non_proxy_request(flow))
         if addressed_to_us and not self.guard.host_allowed(request.host_header):
             return self._refuse(flow, 403, "host_not_allowed",
                                 f"Host header {request.host_header!r} is not in [proxy] "
@@ -233,12 +261,12 @@ class QonicAddon:
 
         if addressed_to_us and request.path.startswith("/-/"):
             return await self._operational(flow)
-        if isinstance(mode, RegularMode) and self._is_self_request(flow):
+        if isinstance(mode, RegularMode) and addressed_to_us:
             return self._refuse(flow, 404, "not_found",
                                 "This is qonic-proxy's forward-proxy port; send requests through "
                                 "it as a proxy, or call the reverse port.")
 
-        target = Origin(request.scheme, request.host.lower().rstrip("."), request.port)
+        target = Origin(request.scheme.lower(), normalise_host(request.host), request.port)
         if target.host == self.api_origin.host and target.scheme != self.api_origin.scheme:
             return self._refuse(flow, 403, "plain_http_refused",
                                 f"Refusing to send a Qonic request over {target.scheme}; use "
@@ -303,6 +331,15 @@ class QonicAddon:
         flow.metadata["qonic_replayed"] = True
         log.info("retried %s %s once with a refreshed token: %d", flow.request.method,
                  flow.request.path.split("?", 1)[0][:200], answer.status)
+
+    def _is_non_proxy_request(self, flow: http.HTTPFlow) -> bool:
+        """An origin-form request (`GET /path`) on the forward listener outside a CONNECT tunnel.
+
+        Browsers send these when a rebound DNS name points at our port; mitmproxy would take
+        the destination from the Host header and relay it, so we treat it as addressed to us.
+        """
+        return (isinstance(flow.client_conn.proxy_mode, RegularMode)
+                and error_pages.is_non_proxy_request(flow.request))
 
     def _is_self_request(self, flow: http.HTTPFlow) -> bool:
         """A plain request whose destination is one of our own listeners (never proxy to us)."""
@@ -386,6 +423,20 @@ class QonicAddon:
                    "duration_ms": round(duration_ms, 1), "bytes": size,
                    "listener": listener, "token": bool(flow.metadata.get("qonic_token"))},
         )
+
+
+def _strip_cors(flow: http.HTTPFlow) -> None:
+    """No CORS grant on answers that went through with the user's token (or reverse mode).
+
+    Whatever policy the API has for its own web app, a page must never be allowed to read an
+    answer that our token earned.
+    """
+    response = flow.response
+    if response is None:
+        return
+    if flow.metadata.get("qonic_token") or isinstance(flow.client_conn.proxy_mode, ReverseMode):
+        for name in {n for n in response.headers if n.lower().startswith(CORS_PREFIX)}:
+            del response.headers[name]
 
 
 def _proxy_key(proxy_authorization: str | None) -> str | None:

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import hashlib
 import hmac
 import logging
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from qonic_proxy.errors import ConfigError
@@ -24,33 +27,75 @@ from qonic_proxy.errors import ConfigError
 log = logging.getLogger("qonic_proxy.client_key")
 
 KEY_HEADER = "X-Qonic-Proxy-Key"
+MIN_KEY_LENGTH = 16
+MAX_KEY_FILE = 4096
 
 
 def load_or_create_key(path: Path) -> str:
-    """Read the key file; create it (0600, in a 0700 folder, never readable by others) if absent."""
+    """Read the key file; create it (0600, never readable by others, never half-written) if absent.
+
+    A key file another user owns or could read is refused: whoever can read it can use the
+    proxy as us.
+    """
     try:
-        key = path.read_text().strip()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        key = secrets.token_urlsafe(32)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        except OSError as err:
-            raise ConfigError(f"cannot create [proxy] client_key_file {path} ({err.strerror}); "
-                              "create it yourself with a random key, mode 0600") from None
-        with os.fdopen(fd, "w") as f:
-            f.write(key + "\n")
-        log.warning("generated a new client key in %s; clients must present it", path)
-        return key
+        return _create_key(path)
     except OSError as err:
         raise ConfigError(f"cannot read [proxy] client_key_file {path} ({err.strerror}); fix its "
                           "permissions or path") from None
-    if path.stat().st_mode & 0o077:
-        raise ConfigError(f"[proxy] client_key_file {path} is readable by other users; run "
-                          f"`chmod 600 {path}`")
-    if len(key) < 16:
-        raise ConfigError(f"[proxy] client_key_file {path} holds a key shorter than 16 "
-                          "characters; delete the file and qonic-proxy will generate one")
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"[proxy] client_key_file {path} is not a regular file; point it "
+                              "at a file holding the key")
+        if info.st_uid not in (os.getuid(), 0):
+            raise ConfigError(f"[proxy] client_key_file {path} belongs to another user (uid "
+                              f"{info.st_uid}); use a key file of your own")
+        if info.st_mode & 0o077:
+            raise ConfigError(f"[proxy] client_key_file {path} is readable by other users; run "
+                              f"`chmod 600 {path}`")
+        raw = os.read(fd, MAX_KEY_FILE + 1)
+    except OSError as err:
+        raise ConfigError(f"cannot read [proxy] client_key_file {path} ({err.strerror}); fix its "
+                          "permissions or path") from None
+    finally:
+        os.close(fd)
+    try:
+        key = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        key = ""
+    if len(raw) > MAX_KEY_FILE or len(key) < MIN_KEY_LENGTH or any(c.isspace() for c in key):
+        raise ConfigError(f"[proxy] client_key_file {path} does not hold a single key of at least "
+                          f"{MIN_KEY_LENGTH} characters; delete the file and qonic-proxy will "
+                          "generate one")
+    return key
+
+
+def _create_key(path: Path) -> str:
+    """Write a new key to a private temp file, then link it into place (atomic, no overwrite)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        try:
+            os.write(fd, (key + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(temp, path)  # fails if another process created the key meanwhile
+        except FileExistsError:
+            return load_or_create_key(path)
+    except OSError as err:
+        raise ConfigError(f"cannot create [proxy] client_key_file {path} ({err.strerror}); "
+                          "create it yourself with a random key, mode 0600") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+    log.warning("generated a new client key in %s; clients must present it", path)
     return key
 
 
@@ -72,7 +117,13 @@ def key_from_bearer(value: str | None) -> str | None:
 
 
 def matches(expected: str, presented: str | None) -> bool:
-    """Constant-time comparison, so the key cannot be guessed byte by byte from timings."""
+    """Constant-time comparison, so the key cannot be guessed byte by byte from timings.
+
+    Both sides are hashed first so that not even the length is compared; surrogateescape
+    because mitmproxy hands undecodable header bytes over as lone surrogates.
+    """
     if presented is None:
         return False
-    return hmac.compare_digest(expected.encode(), presented.encode())
+    want = hashlib.sha256(expected.encode("utf-8", "surrogateescape")).digest()
+    got = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
+    return hmac.compare_digest(want, got)

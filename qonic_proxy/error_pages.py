@@ -1,19 +1,36 @@
-"""Make mitmproxy's own error answers (502 upstream down, TLS failure, bad request) JSON.
+"""Patches to mitmproxy's HTTP/1 server side: JSON error answers and a bound on request heads.
 
-mitmproxy writes these as small HTML pages from one module-level function of its HTTP/1 layer,
-with no hook to change them. Our clients are scripts, so we replace that function with one that
-writes the same status and message as JSON. This is the only mitmproxy internal we patch; the
-end-to-end tests for "upstream down" and "untrusted upstream certificate" cover it on both
-supported mitmproxy versions.
+1. mitmproxy writes its own error answers (502 upstream down, TLS failure, bad request) as small
+   HTML pages from one module-level function of its HTTP/1 layer, with no hook to change them.
+   Our clients are scripts, so we replace that function with one that writes the same status and
+   message as JSON.
+2. mitmproxy buffers a request head until the blank line, without any size limit (its source
+   says "FIXME: protect against header size DoS"): one client sending endless header bytes
+   would grow the daemon's memory without bound. We wrap the head reader so that a head still
+   incomplete beyond MAX_REQUEST_HEAD gets 431 and the connection is closed.
+3. The same wrapper marks origin-form requests on the forward listener (see
+   `is_non_proxy_request`), because mitmproxy erases the difference before any hook runs.
+
+These are the only mitmproxy internals we patch; the end-to-end tests ("upstream down",
+"untrusted upstream certificate", "oversized request headers") cover them on both supported
+mitmproxy versions.
 """
 
 from __future__ import annotations
 
 import json
+import weakref
+from collections.abc import Generator
+from typing import Any
 
 from mitmproxy import http, version
 from mitmproxy.net.http import http1
-from mitmproxy.proxy.layers.http import _http1
+from mitmproxy.proxy import commands, events
+from mitmproxy.proxy.layers.http import HttpLayer, HTTPMode, _http1
+from mitmproxy.proxy.layers.http._base import ReceiveHttp
+from mitmproxy.proxy.layers.http._events import RequestHeaders
+
+MAX_REQUEST_HEAD = 64 * 1024  # request line + headers; browsers and curl send a few KiB
 
 _WHAT_TO_DO = {
     502: "qonic-proxy could not reach the Qonic API; check the network and [qonic] api_url "
@@ -42,6 +59,64 @@ def make_json_error_response(status_code: int, message: str = "") -> bytes:
     return http1.assemble_response(response)
 
 
+_original_read_headers = _http1.Http1Server.read_headers
+_non_proxy_requests: weakref.WeakSet[http.Request] = weakref.WeakSet()
+
+
+def is_non_proxy_request(request: http.Request) -> bool:
+    """True for an origin-form request (`GET /path`) that reached the forward listener directly.
+
+    mitmproxy takes such a request's destination from its Host header and would relay it, and it
+    rewrites every request to origin-form before our addon sees it, so the addon cannot tell this
+    from a real proxy request (`GET http://host/path`) on its own. A browser sends exactly this
+    when a rebound DNS name points at our forward port.
+    """
+    return request in _non_proxy_requests
+
+
+def _outer_http_mode(layer: Any) -> HTTPMode | None:
+    for parent in reversed(layer.context.layers):
+        if isinstance(parent, HttpLayer):
+            return parent.mode
+    return None
+
+
+def _bounded_read_headers(self: Any, event: events.Event) -> Generator[Any, Any, None]:
+    """mitmproxy's head reader, plus a size bound and the origin-form mark described above.
+
+    After a chunk arrives the original either takes a complete head out of the buffer (and moves
+    on to the body) or leaves everything in it; what is left is an unfinished head. Chunks are at
+    most 64 KiB, so no head longer than the limit plus one chunk is ever buffered.
+    """
+    inner = _original_read_headers(self, event)
+    reply: Any = None
+    while True:
+        try:
+            command = inner.send(reply)
+        except StopIteration:
+            break
+        if (
+            isinstance(command, ReceiveHttp)
+            and isinstance(command.event, RequestHeaders)
+            and not command.event.request.authority
+            and _outer_http_mode(self) is HTTPMode.regular
+        ):
+            _non_proxy_requests.add(command.event.request)
+        reply = yield command
+    if (
+        isinstance(event, events.DataReceived)
+        and getattr(self.state, "__func__", None) is _bounded_read_headers
+        and len(self.buf) > MAX_REQUEST_HEAD
+    ):
+        message = f"request headers larger than {MAX_REQUEST_HEAD // 1024} KiB"
+        yield commands.Log(f"closing a client connection: {message}")
+        yield commands.SendData(self.conn, make_json_error_response(431, message))
+        yield commands.CloseConnection(self.conn)
+        self.buf = _http1.ReceiveBuffer()
+        self.state = self.done
+
+
 def install() -> None:
-    """Idempotent: point mitmproxy's HTTP/1 error writer at ours."""
+    """Idempotent: point mitmproxy's HTTP/1 error writer and head reader at ours."""
     _http1.make_error_response = make_json_error_response
+    _http1.Http1Server.read_headers = _bounded_read_headers  # type: ignore[method-assign]
