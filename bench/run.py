@@ -98,15 +98,21 @@ def run_pyload(url: str, conns: int, seconds: float, headers: list[str]) -> dict
 
 
 # ----- small requests -------------------------------------------------------------------------
-def small_requests(load: Any, upstream_port: int, bare: Proxy, qonic: Proxy, token: str,
+def small_requests(load: Any, upstream_port: int, proxies: dict[str, Proxy], token: str,
                    seconds: float, reps: int) -> list[dict[str, Any]]:
+    """Each scenario: direct once, then the proxies interleaved `reps` times (median kept).
+
+    Besides requests/s, the proxy process's CPU time per request is recorded: on a small shared
+    machine it is steadier than throughput, which the load generator and upstream also move.
+    """
     auth = f"Authorization: Bearer {token}"
-    targets = {
-        "a_direct": (f"https://127.0.0.1:{upstream_port}{SMALL_PATH}", [auth]),
-        "b_mitmproxy": (f"http://127.0.0.1:{bare.reverse_port}{SMALL_PATH}", [auth]),
-        "c_qonic": (f"http://127.0.0.1:{qonic.reverse_port}{SMALL_PATH}", []),
-    }
-    for url, headers in targets.values():  # warm-up: imports, caches, first TLS contexts
+    targets: dict[str, tuple[str, list[str], int | None]] = {
+        "a_direct": (f"https://127.0.0.1:{upstream_port}{SMALL_PATH}", [auth], None)}
+    for name, proxy in proxies.items():
+        headers = [auth] if name.startswith("b_") else []  # bare mitmproxy adds no token
+        targets[name] = (f"http://127.0.0.1:{proxy.reverse_port}{SMALL_PATH}", headers,
+                         proxy.pid)
+    for url, headers, _ in targets.values():  # warm-up: imports, caches, first TLS contexts
         load(url, 8, 1, headers)
     rows = []
     for keep_alive in (True, False):
@@ -114,21 +120,37 @@ def small_requests(load: Any, upstream_port: int, bare: Proxy, qonic: Proxy, tok
             row: dict[str, Any] = {"keep_alive": keep_alive, "concurrency": conns}
             extra = [] if keep_alive else ["Connection: close"]
             runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
-            order = ["a_direct"] + ["b_mitmproxy", "c_qonic"] * reps  # interleaved against drift
+            order = ["a_direct"] + [name for name in proxies] * reps  # interleaved: drift
             for name in order:
-                url, headers = targets[name]
-                runs[name].append(load(url, conns, seconds, headers + extra))
+                url, headers, pid = targets[name]
+                cpu = harness.cpu_seconds(pid) if pid else 0.0
+                result = load(url, conns, seconds, headers + extra)
+                if pid and result["requests"]:
+                    result["cpu_us_per_request"] = (
+                        (harness.cpu_seconds(pid) - cpu) / result["requests"] * 1e6)
+                runs[name].append(result)
             for name, results in runs.items():
-                best = statistics.median_high([r["rps"] for r in results])
-                chosen = next(r for r in results if r["rps"] == best)
+                middle = statistics.median_high([r["rps"] for r in results])
+                chosen = next(r for r in results if r["rps"] == middle)
                 row[name] = {**chosen, "rps_all": [r["rps"] for r in results]}
-            row["c_over_b"] = row["c_qonic"]["rps"] / row["b_mitmproxy"]["rps"]
-            row["c_over_a"] = row["c_qonic"]["rps"] / row["a_direct"]["rps"]
-            row["b_over_a"] = row["b_mitmproxy"]["rps"] / row["a_direct"]["rps"]
+                if "cpu_us_per_request" in chosen:
+                    row[name]["cpu_us_per_request"] = statistics.median(
+                        r["cpu_us_per_request"] for r in results)
+            b, c = row["b_mitmproxy"], row["c_qonic"]
+            row["c_over_b"] = c["rps"] / b["rps"]
+            row["c_over_a"] = c["rps"] / row["a_direct"]["rps"]
+            row["b_over_a"] = b["rps"] / row["a_direct"]["rps"]
+            row["cpu_c_over_b"] = c["cpu_us_per_request"] / b["cpu_us_per_request"]
+            if "c2_variant" in row:
+                row["c2_over_b"] = row["c2_variant"]["rps"] / b["rps"]
+                row["cpu_c2_over_b"] = (row["c2_variant"]["cpu_us_per_request"]
+                                        / b["cpu_us_per_request"])
             rows.append(row)
+            variant = (f"  c2/b={row['c2_over_b']:.3f}" if "c2_over_b" in row else "")
             print(f"  small {'keep-alive' if keep_alive else 'new-conn  '} c={conns:<2} "
-                  f"a={row['a_direct']['rps']:8.0f}  b={row['b_mitmproxy']['rps']:7.0f}  "
-                  f"c={row['c_qonic']['rps']:7.0f} req/s  c/b={row['c_over_b']:.3f}", flush=True)
+                  f"a={row['a_direct']['rps']:7.0f}  b={b['rps']:5.0f}  c={c['rps']:5.0f} req/s"
+                  f"  c/b={row['c_over_b']:.3f}{variant}  cpu/req b={b['cpu_us_per_request']:.0f}"
+                  f" c={c['cpu_us_per_request']:.0f} us", flush=True)
     return rows
 
 
@@ -280,15 +302,23 @@ def print_table(results: dict[str, Any]) -> None:
 
 
 def _print_small(results: dict[str, Any]) -> None:
-    print("\nSmall requests (~1 KiB JSON, reverse mode): req/s and p50/p99 ms")
-    print(f"  {'connections':<11} {'c':>3} | {'a direct':>20} | {'b mitmproxy':>20} | "
-          f"{'c qonic-proxy':>20} | {'c/b':>5} {'c/a':>5}")
+    print("\nSmall requests (~1 KiB JSON, reverse mode): req/s, p50/p99 ms; proxy CPU us/request")
+    print(f"  {'connections':<10} {'c':>2} | {'a direct':>20} | {'b mitmproxy':>26} | "
+          f"{'c qonic-proxy':>26} | {'c/b':>5} {'c/a':>5} {'cpu c/b':>7}")
     for row in results["small"]:
-        cells = [f"{row[k]['rps']:7.0f} {row[k]['p50_ms']:5.2f}/{row[k]['p99_ms']:6.2f}"
+        cells = [f"{row[k]['rps']:6.0f} {row[k]['p50_ms']:6.2f}/{row[k]['p99_ms']:6.2f}"
                  for k in ("a_direct", "b_mitmproxy", "c_qonic")]
-        print(f"  {'keep-alive' if row['keep_alive'] else 'new each':<11} "
-              f"{row['concurrency']:>3} | {cells[0]:>20} | {cells[1]:>20} | {cells[2]:>20} | "
-              f"{row['c_over_b']:5.2f} {row['c_over_a']:5.2f}")
+        cells[1:] = [f"{cell} {row[k]['cpu_us_per_request']:5.0f}"
+                     for cell, k in zip(cells[1:], ("b_mitmproxy", "c_qonic"), strict=True)]
+        print(f"  {'keep-alive' if row['keep_alive'] else 'new each':<10} "
+              f"{row['concurrency']:>2} | {cells[0]:>20} | {cells[1]:>26} | {cells[2]:>26} | "
+              f"{row['c_over_b']:5.2f} {row['c_over_a']:5.2f} {row['cpu_c_over_b']:7.2f}")
+        if "c2_variant" in row:
+            v = row["c2_variant"]
+            print(f"  {'':<10} {'':>2}   variant c2 ({results['meta']['variant']}): "
+                  f"{v['rps']:6.0f} req/s {v['p50_ms']:.2f}/{v['p99_ms']:.2f} ms "
+                  f"{v['cpu_us_per_request']:.0f} us/req, c2/b {row['c2_over_b']:.2f}, "
+                  f"cpu c2/b {row['cpu_c2_over_b']:.2f}")
 
 
 def _print_large(results: dict[str, Any]) -> None:
@@ -321,6 +351,8 @@ def main() -> int:
                         help="also push the large transfers through bare mitmproxy")
     parser.add_argument("--parts", default="small,large,ready",
                         help="comma-separated subset of small,large,ready (default: all)")
+    parser.add_argument("--variant", metavar="TWEAKS",
+                        help="also measure qonic-proxy with these bench/variant.py tweaks (c2)")
     parser.add_argument("--no-install", action="store_true", help="never apt-get install wrk")
     parser.add_argument("--python-load", action="store_true",
                         help="use the Python load generator even when wrk is available")
@@ -346,7 +378,7 @@ def main() -> int:
         "python": platform.python_version(), "mitmproxy": mitmproxy.version.VERSION,
         "cpus": os.cpu_count(), "platform": platform.platform(),
         "load_generator": "wrk" if wrk else "python-asyncio", "load_seconds": seconds,
-        "reps": reps, "transfer_bytes": size, "starts": starts,
+        "reps": reps, "transfer_bytes": size, "starts": starts, "variant": args.variant,
     }}
     began = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="qonic-bench-"))
@@ -377,10 +409,21 @@ def main() -> int:
             first_start = qonic.ready_seconds  # includes creating the interception CA
             if "small" in parts:
                 print("small requests...", flush=True)
-                bare = harness.start_bare_mitmproxy(procs, bare_small_cfg)
-                results["small"] = small_requests(load, upstream_port, bare, qonic, token,
+                proxies = {"b_mitmproxy": harness.start_bare_mitmproxy(procs, bare_small_cfg),
+                           "c_qonic": qonic}
+                if args.variant:
+                    variant_cfg = harness.write_config(
+                        workdir / "variant" / "config.toml",
+                        api_url=f"https://127.0.0.1:{upstream_port}", sandbox=sandbox,
+                        workdir=workdir / "variant")
+                    harness.copy_login(small_cfg, variant_cfg)
+                    proxies["c2_variant"] = harness.start_daemon(
+                        procs, variant_cfg, name="qonic-variant", tweaks=args.variant)
+                results["small"] = small_requests(load, upstream_port, proxies, token,
                                                   seconds, reps)
-                procs.stop(bare.started)
+                for name, proxy in proxies.items():
+                    if name != "c_qonic":
+                        procs.stop(proxy.started)
             procs.stop(qonic.started)
             if "large" in parts:
                 print("large transfers...", flush=True)
