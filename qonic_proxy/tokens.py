@@ -77,7 +77,6 @@ class TokenService:
         self._login_task: asyncio.Task[None] | None = None
         self._login_received = False
         self._store_mtime: int | None = None
-        self._attempts = 0  # refresh attempts finished; lets lock waiters share the one result
         self._failed_at: float | None = None  # monotonic time of the last failed refresh
         self.last_refresh: RefreshResult | None = None
         self.last_login_error: str | None = None
@@ -202,24 +201,21 @@ class TokenService:
         """Replace `stale_access_token`, once, however many callers ask at the same time.
 
         `force` is for a 401 from the API: the token looked valid to us but not to Qonic.
-        Callers that queued behind a refresh share its outcome, success or failure, so a
-        burst of requests never becomes a burst of token requests, even when the token
-        endpoint is failing. None means no new token (the caller decides what that means).
+        Callers that queued behind a refresh share its outcome, success or failure (a failure
+        starts a back-off), so a burst of requests never becomes a burst of token requests,
+        even when the token endpoint is failing. None means no new token.
         """
-        attempts_seen = self._attempts
         async with self._refresh_lock:
             current = self._tokens
             if current is None:
                 return None
             if current.access_token != stale_access_token:
                 return current.access_token  # somebody refreshed while we waited
-            if self._attempts != attempts_seen:
-                return None  # the refresh we waited for failed: share its result, do not retry
             if not force and not self._needs_refresh(current):
                 return current.access_token
             if not force and self._failed_at is not None \
                     and time.monotonic() - self._failed_at < REFRESH_BACKOFF:
-                return None
+                return None  # includes callers that queued behind the refresh that just failed
             if not current.refresh_token:
                 if force:
                     self._lose_token("Qonic rejected the access token; there is no refresh token")
@@ -229,7 +225,6 @@ class TokenService:
                     asyncio.to_thread(self._refresh_with_file_lock, current), REFRESH_TIMEOUT
                 )
             except (TokenEndpointError, QonicProxyError, TimeoutError) as err:
-                self._attempts += 1
                 self._failed_at = time.monotonic()
                 detail = str(err) or "the token refresh timed out"
                 self.last_refresh = RefreshResult(self.clock(), "error", detail)
@@ -240,7 +235,6 @@ class TokenService:
                 elif force:
                     self._lose_token("Qonic rejected the access token and refreshing failed")
                 return None
-            self._attempts += 1
             self._adopt(new)
             self._store_mtime = self.store.mtime_ns()
             if spent:
