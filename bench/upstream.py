@@ -16,6 +16,7 @@ import signal
 import ssl
 import sys
 
+
 def _body(target: int = 1024) -> bytes:
     """A model list of about `target` bytes (padded to exactly that with a note field)."""
     items: list[dict[str, object]] = []
