@@ -218,6 +218,10 @@ class QonicAddon:
         log.warning("refused CONNECT without a valid client key")
         flow.response = _key_required(407)
 
+    def next_layer(self, nextlayer: Any) -> None:
+        """Bound what mitmproxy buffers before it knows the protocol (see error_pages)."""
+        error_pages.refuse_undecided_flood(nextlayer)
+
     def client_disconnected(self, client: Any) -> None:
         self._keyed_connections.discard(client.id)
 
@@ -238,6 +242,7 @@ class QonicAddon:
         request = flow.request
         mode = flow.client_conn.proxy_mode
         proxy_authorization = request.headers.get("proxy-authorization")
+        key_header = request.headers.get(client_key.KEY_HEADER)
         for name in REJECTED_HEADERS:
             request.headers.pop(name, None)
 
@@ -252,7 +257,8 @@ class QonicAddon:
             return self._refuse(flow, 403, "cross_site",
                                 f"Cross-site browser request refused ({reason}); qonic-proxy only "
                                 "serves local programs, not web pages.")
-        if self.key is not None and not self._key_presented(flow, proxy_authorization):
+        if self.key is not None and not self._key_presented(flow, proxy_authorization,
+                                                                key_header):
             self.metrics.rejected.inc("client_key")
             log.warning("refused %s %s: no valid client key", request.method,
                         request.path.split("?", 1)[0][:200])
@@ -288,12 +294,17 @@ class QonicAddon:
         request.headers["Authorization"] = f"Bearer {token}"
         flow.metadata["qonic_token"] = token
 
-    def _key_presented(self, flow: http.HTTPFlow, proxy_authorization: str | None) -> bool:
-        """Check the client key wherever this listener accepts it, and strip it."""
+    def _key_presented(self, flow: http.HTTPFlow, proxy_authorization: str | None,
+                       key_header: str | None) -> bool:
+        """Check the client key wherever this listener accepts it, and strip it.
+
+        Proxy-Authorization and the key header were already removed from the request (they
+        never go upstream); their values are passed in.
+        """
         assert self.key is not None
         request = flow.request
         if isinstance(flow.client_conn.proxy_mode, ReverseMode):
-            presented = request.headers.pop(client_key.KEY_HEADER, None)
+            presented = key_header
             basic = client_key.key_from_basic(request.headers.get("authorization"))
             if basic is not None:
                 request.headers.pop("authorization")

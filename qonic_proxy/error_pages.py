@@ -7,7 +7,9 @@
 2. mitmproxy buffers a request head until the blank line, without any size limit (its source
    says "FIXME: protect against header size DoS"): one client sending endless header bytes
    would grow the daemon's memory without bound. We wrap the head reader so that a head still
-   incomplete beyond MAX_REQUEST_HEAD gets 431 and the connection is closed.
+   incomplete beyond MAX_REQUEST_HEAD gets 431 and the connection is closed. Before that
+   reader even runs, mitmproxy's layer decision buffers a plain-HTTP head until its Host header
+   is complete; `refuse_undecided_flood` (called from our addon's `next_layer` hook) bounds that.
 3. The same wrapper marks origin-form requests on the forward listener (see
    `is_non_proxy_request`), because mitmproxy erases the difference before any hook runs.
 
@@ -25,7 +27,7 @@ from typing import Any
 
 from mitmproxy import http, version
 from mitmproxy.net.http import http1
-from mitmproxy.proxy import commands, events
+from mitmproxy.proxy import commands, events, layer
 from mitmproxy.proxy.layers.http import HttpLayer, HTTPMode, _http1
 from mitmproxy.proxy.layers.http._base import ReceiveHttp
 from mitmproxy.proxy.layers.http._events import RequestHeaders
@@ -114,6 +116,35 @@ def _bounded_read_headers(self: Any, event: events.Event) -> Generator[Any, Any,
         yield commands.CloseConnection(self.conn)
         self.buf = _http1.ReceiveBuffer()
         self.state = self.done
+
+
+class _RefuseOversizedHead(layer.Layer):
+    """Stands in for the next layer when a client sends more than a head's worth of bytes before
+    mitmproxy could even decide what protocol it speaks: answer 431 once, then close."""
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        self._answered = False
+
+    def _handle_event(self, event: events.Event) -> Generator[Any, Any, None]:
+        if self._answered:
+            return
+        self._answered = True
+        message = f"request headers larger than {MAX_REQUEST_HEAD // 1024} KiB"
+        yield commands.Log(f"closing a client connection: {message}")
+        yield commands.SendData(self.context.client, make_json_error_response(431, message))
+        yield commands.CloseConnection(self.context.client)
+
+
+def refuse_undecided_flood(nextlayer: layer.NextLayer) -> None:
+    """For the `next_layer` hook, after mitmproxy's own NextLayer addon has had its turn.
+
+    On a plain-HTTP listener mitmproxy waits for the complete Host header before it picks a layer
+    (allow_hosts is matched against it), buffering everything until then: a head without an end
+    would grow without bound there, before the HTTP/1 reader and its limit are ever reached.
+    """
+    if nextlayer.layer is None and len(nextlayer.data_client()) > MAX_REQUEST_HEAD:
+        nextlayer.layer = _RefuseOversizedHead(nextlayer.context)
 
 
 def install() -> None:
