@@ -24,6 +24,7 @@ from typing import Any
 import certifi
 from mitmproxy import master, options
 from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
+from mitmproxy.proxy import mode_specs
 
 from qonic_proxy import error_pages
 from qonic_proxy.addon import Guard, ListenerInfo, Origin, QonicAddon
@@ -71,6 +72,27 @@ def mitm_modes(cfg: Config) -> list[str]:
     if cfg.proxy.forward_port:
         modes.append(f"regular@{cfg.proxy.forward_port}")
     return modes
+
+
+def tcp_only_reverse_listener() -> None:
+    """Make mitmproxy's `reverse:https://...` listener TCP only (idempotent).
+
+    mitmproxy also binds UDP on that port for HTTP/3, served by Rust threads of mitmproxy_rs.
+    We never advertise HTTP/3, and those threads outlive the event loop: at interpreter exit
+    they could still call into Python, and about one stop in five ended in a segfault (exit
+    -11 instead of 0, which systemd counts as a failure). No UDP server, no Rust threads.
+    """
+    if getattr(mode_specs.ReverseMode, "_qonic_tcp_only", False):
+        return
+    original = mode_specs.ReverseMode.__post_init__
+
+    def post_init(self: mode_specs.ReverseMode) -> None:
+        original(self)
+        if self.scheme == "https" and self.transport_protocol == "both":
+            object.__setattr__(self, "transport_protocol", "tcp")
+
+    mode_specs.ReverseMode.__post_init__ = post_init  # type: ignore[method-assign]
+    mode_specs.ReverseMode._qonic_tcp_only = True  # type: ignore[attr-defined]
 
 
 def intercept_pattern(origin: Origin) -> str:
@@ -158,6 +180,7 @@ class Daemon:
             ssl_verify_upstream_trusted_ca=trust,
             http2=False,
         )
+        tcp_only_reverse_listener()
         self._master = master.Master(opts, with_termlog=False)
         readiness = _Readiness()
         guard = Guard(allowed_hosts=frozenset(self.cfg.proxy.allowed_hosts),

@@ -278,6 +278,10 @@ def test_two_daemons_sharing_a_cache_spend_each_refresh_token_once(
 # ----- 6. SIGTERM ----------------------------------------------------------------------------
 def test_sigterm_lets_a_slow_download_finish_and_refuses_new_connections(
         world: World, logged_in: DaemonProcess, tmp_path: Path):
+    port = int(logged_in.reverse_url.rsplit(":", 1)[1])
+    # No UDP (HTTP/3) listener beside the TCP one: its Rust threads made exits segfault.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", port))
     size = 2 * 1024 * 1024  # 32 pieces of 64 KiB, 60 ms apart: about 2 s, streamed
     out = tmp_path / "download.bin"
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
@@ -288,7 +292,6 @@ def test_sigterm_lets_a_slow_download_finish_and_refuses_new_connections(
     try:
         wait_for(lambda: out.exists() and out.stat().st_size > 0, 10, "the download to start")
         logged_in.proc.send_signal(signal.SIGTERM)
-        port = int(logged_in.reverse_url.rsplit(":", 1)[1])
 
         def refused() -> bool:
             try:
