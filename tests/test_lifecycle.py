@@ -459,7 +459,9 @@ def test_json_log_has_one_access_line_per_request_and_no_secret(
     assert statuses == [200, 200, 404]
     world.sandbox.revoke_access_tokens()  # one refresh + replay, still one line
     assert get(daemon)[0] == 200
-    assert daemon.stop() == 0
+    daemon.proc.send_signal(signal.SIGINT)  # Ctrl-C stops as gracefully as SIGTERM
+    assert daemon.proc.wait(15) == 0
+    daemon.stop()
     text = daemon.stderr_path.read_text()
     entries = [json.loads(line) for line in text.splitlines()]  # every line is one JSON object
     access = [e for e in entries if e["logger"] == "qonic_proxy.access"
