@@ -177,6 +177,16 @@ def test_malformed_callbacks_are_rejected_and_the_login_keeps_waiting(waiting: W
     assert not waiting.result.done()  # nothing malformed ends (or wins) the login
 
 
+@FAST
+@given(data=st.data())
+def test_well_formed_requests_with_bad_parameters_are_400(waiting: Waiting, data):
+    """The request line is right, so only the parameter rules stand between it and a login."""
+    query = data.draw(_query(waiting.state))
+    status, _ = waiting.send(f"GET /callback?{query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert status == 400, query
+    assert not waiting.result.done()
+
+
 def test_huge_and_binary_requests_are_rejected(waiting: Waiting):
     huge = b"GET /callback?state=" + b"a" * 40000 + b" HTTP/1.1\r\n\r\n"
     assert waiting.send(huge)[0] == 431
