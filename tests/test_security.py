@@ -670,7 +670,7 @@ def test_full_debug_session_never_shows_a_secret(world: World, daemons: list[Dae
              "a failed refresh")
     wait_for(lambda: world.browser_runs() >= 2, 20, "the second login")
     daemon.wait_logged_in()
-    assert call(reverse + "/v1/projects") == 200
+    assert call(reverse + "/v1/projects") == 200, daemon.stderr_text()[-2000:]
     call(reverse + "/-/health")
     call(reverse + "/-/metrics")
     call(reverse + "/-/nope")
@@ -678,7 +678,7 @@ def test_full_debug_session_never_shows_a_secret(world: World, daemons: list[Dae
     assert login_page.stdout.startswith("HTTP/1.1 302")
     answers.append(login_page.stdout.encode())
     status = world.cli("status", "--json", env=env)
-    assert daemon.stop() == 0
+    assert daemon.stop() == 0, daemon.stderr_text()[-2000:]
 
     codes = [parse_qs(urlsplit(line).query)["code"][0]
              for line in codes_file.read_text().splitlines()]
