@@ -165,6 +165,7 @@ class QonicAddon:
         upstream_tls: ssl.SSLContext,
         key: str | None = None,
         status_extra: Callable[[], dict[str, Any]] = dict,
+        on_running: Callable[[], None] = lambda: None,
     ) -> None:
         self.api_origin = api_origin
         self.tokens = tokens
@@ -175,10 +176,17 @@ class QonicAddon:
         self.key = key
         self.status_extra = status_extra
         self._keyed_connections: set[str] = set()  # CONNECT tunnels that presented the key
+        self.on_running = on_running
+        self.inflight = 0  # requests between their headers and their end: SIGTERM waits for them
 
     # ----- hooks ---------------------------------------------------------------------------
+    def running(self) -> None:
+        """mitmproxy has set up every listener (or failed to): the daemon may check them."""
+        self.on_running()
+
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         flow.metadata["qonic_start"] = time.monotonic()
+        self.inflight += 1
         try:
             await self._decide(flow)
         except Exception:  # never let mitmproxy forward a request we did not decide on
@@ -287,12 +295,15 @@ class QonicAddon:
         if token is None:
             if not self.tokens.login_pending:
                 self.tokens.offer_login()
-            return self._answer(flow, json_response(401, {
-                "error": "login_required",
-                "message": "qonic-proxy has no valid Qonic token. " + self.tokens.what_to_do(),
-            }), reason="login_required")
+            return self._answer(flow, self._login_required(), reason="login_required")
         request.headers["Authorization"] = f"Bearer {token}"
         flow.metadata["qonic_token"] = token
+
+    def _login_required(self) -> http.Response:
+        return json_response(401, {
+            "error": "login_required",
+            "message": "qonic-proxy has no valid Qonic token. " + self.tokens.what_to_do(),
+        })
 
     def _key_presented(self, flow: http.HTTPFlow, proxy_authorization: str | None,
                        key_header: str | None) -> bool:
@@ -320,6 +331,10 @@ class QonicAddon:
             return
         flow.metadata["qonic_retried"] = True
         fresh = await self.tokens.refresh(used, force=True)
+        if fresh is None and self.tokens.tokens is None:
+            # the grant is gone: say what to do, as every following request will
+            flow.response = self._login_required()
+            return
         replayable = flow.request.raw_content is not None and not flow.request.stream
         if fresh is None or not replayable:
             self.metrics.rejected.inc("unauthorized_passed_through")
@@ -415,22 +430,25 @@ class QonicAddon:
         flow.response = response
 
     def _observe(self, flow: http.HTTPFlow, status: int) -> None:
+        started = flow.metadata.pop("qonic_start", None)
+        if started is not None:
+            self.inflight -= 1
         listener = "reverse" if isinstance(flow.client_conn.proxy_mode, ReverseMode) else "forward"
         self.metrics.requests.inc(listener, f"{status // 100}xx" if status else "error")
-        started = flow.metadata.get("qonic_start")
-        duration_ms = (time.monotonic() - started) * 1000 if started else 0.0
+        duration_ms = (time.monotonic() - started) * 1000 if started is not None else 0.0
         response = flow.response
         size = _body_size(response) if response is not None else 0
+        target = _loggable_target(flow)
         access_log.info(
             "%s %s %s %d %.1fms %sB%s",
             listener,
             flow.request.method,
-            _loggable_target(flow),
+            target,
             status,
             duration_ms,
             size if size is not None else "?",
             "" if flow.error is None else f" error={flow.error.msg[:200]!r}",
-            extra={"method": flow.request.method, "status": status,
+            extra={"method": flow.request.method, "path": target, "status": status,
                    "duration_ms": round(duration_ms, 1), "bytes": size,
                    "listener": listener, "token": bool(flow.metadata.get("qonic_token"))},
         )

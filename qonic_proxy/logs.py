@@ -47,4 +47,5 @@ def configure_logging(level: str = "info", fmt: str = "text") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    logging.getLogger("mitmproxy").setLevel("DEBUG" if level == "debug" else "WARNING")
+    # Never mitmproxy's DEBUG: it hex-dumps raw request bytes, which can hold a client key.
+    logging.getLogger("mitmproxy").setLevel("INFO" if level == "debug" else "WARNING")

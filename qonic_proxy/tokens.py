@@ -26,6 +26,7 @@ log = logging.getLogger("qonic_proxy.tokens")
 REFRESH_TIMEOUT = 45.0  # bounds how long a request waits for a refresh (token request + file lock)
 REFRESH_BACKOFF = 5.0  # after a failed refresh, wait this long before the next (unless a 401)
 STORE_POLL_INTERVAL = 1.0  # how often the cache file is checked for a login done by another process
+LOGIN_RETRY_COOLDOWN = 30.0  # after a failed login, requests do not open a new one sooner
 GRANT_LOST = {"invalid_grant", "unauthorized_client", "invalid_client"}
 
 
@@ -80,6 +81,7 @@ class TokenService:
         self._failed_at: float | None = None  # monotonic time of the last failed refresh
         self.last_refresh: RefreshResult | None = None
         self.last_login_error: str | None = None
+        self._login_failed_at: float | None = None
         self.refresh_count = 0
 
     # ----- reading state -------------------------------------------------------------------
@@ -277,8 +279,15 @@ class TokenService:
 
     # ----- logins --------------------------------------------------------------------------
     def offer_login(self) -> None:
-        """Start a background login unless one is already waiting (never raises)."""
+        """Start a background login unless one is waiting or one just failed (never raises).
+
+        Requests keep arriving while logged out; without the cool-down each one after a denied
+        login would open another browser tab. /-/login and `qonic-proxy login` are not limited.
+        """
         if self.login_pending:
+            return
+        failed_at = self._login_failed_at
+        if failed_at is not None and time.monotonic() - failed_at < LOGIN_RETRY_COOLDOWN:
             return
         task = asyncio.get_running_loop().create_task(self._offer_login_safely())
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
@@ -312,6 +321,7 @@ class TokenService:
             await asyncio.to_thread(self.store.save, tokens)
         except (LoginError, TokenEndpointError, QonicProxyError) as err:
             self.last_login_error = str(err)
+            self._login_failed_at = time.monotonic()
             self._count("logins", "error")
             log.error("login failed: %s", err)
             self.on_change()
