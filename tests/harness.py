@@ -6,6 +6,7 @@ the fixtures that start it. Waits poll a condition with a deadline; nothing slee
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import queue
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qonic_proxy.local_ca import make_server_tls, server_ssl_context
 from qonic_proxy.sandbox import Sandbox, SandboxSettings
 
 TESTS = Path(__file__).resolve().parent
@@ -255,3 +257,61 @@ def curl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     return subprocess.run(["curl", "-sS", "--max-time", str(int(timeout)), *args],
                           capture_output=True, text=True, timeout=timeout + 5, env=env)
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """A server that is not the Qonic API: records what arrives, answers 200 JSON."""
+
+    protocol_version = "HTTP/1.1"
+    seen: list[dict[str, Any]]
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self.seen.append({"method": self.command, "path": self.path,
+                          "headers": {k.lower(): v for k, v in self.headers.items()}})
+        body = b'{"bystander": true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_OPTIONS = do_GET  # noqa: N815
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@dataclass
+class Bystander:
+    """A plain-HTTP and an HTTPS server (own CA) sharing one record: must never see a token."""
+
+    plain: str
+    https: str
+    ca_file: Path
+    seen: list[dict[str, Any]]
+    servers: list[http.server.ThreadingHTTPServer] = field(default_factory=list)
+
+    @property
+    def https_port(self) -> int:
+        return int(self.https.rsplit(":", 1)[1])
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+
+
+def start_bystander(tmp: Path, host: str = "127.0.0.1") -> Bystander:
+    seen: list[dict[str, Any]] = []
+    handler = type("Recorder", (_Recorder,), {"seen": seen})
+    plain = http.server.ThreadingHTTPServer((host, 0), handler)
+    tls = make_server_tls(tmp / f"bystander-tls-{host}", ips=(host, "127.0.0.1", "::1"))
+    secure = http.server.ThreadingHTTPServer((host, 0), handler)
+    secure.socket = server_ssl_context(tls).wrap_socket(secure.socket, server_side=True)
+    for server in (plain, secure):
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+    return Bystander(f"http://{host}:{plain.server_address[1]}",
+                     f"https://{host}:{secure.server_address[1]}", tls.ca_file, seen,
+                     [plain, secure])

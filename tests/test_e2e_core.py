@@ -2,62 +2,37 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import stat
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from qonic_proxy.local_ca import make_server_tls, server_ssl_context
-from tests.harness import DaemonProcess, World, curl, free_port, http_request, wait_for
+from tests.harness import (
+    Bystander,
+    DaemonProcess,
+    World,
+    curl,
+    free_port,
+    http_request,
+    start_bystander,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
 
-class _Recorder(http.server.BaseHTTPRequestHandler):
-    """A bystander server: records every request's headers; must never see a token."""
-
-    protocol_version = "HTTP/1.1"
-    seen: list[dict[str, str]]
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        self.seen.append({k.lower(): v for k, v in self.headers.items()})
-        body = b'{"bystander": true}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def bystander(tmp_path: Path) -> Iterator[dict]:
+def bystander(tmp_path: Path) -> Iterator[Bystander]:
     """A plain-HTTP and an HTTPS server on loopback that are not the Qonic API."""
-    seen: list[dict[str, str]] = []
-    handler = type("Recorder", (_Recorder,), {"seen": seen})
-    plain = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    tls = make_server_tls(tmp_path / "bystander-tls")
-    secure = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    secure.socket = server_ssl_context(tls).wrap_socket(secure.socket, server_side=True)
-    for server in (plain, secure):
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
+    servers = start_bystander(tmp_path)
     try:
-        yield {"http": f"http://127.0.0.1:{plain.server_address[1]}",
-               "https": f"https://127.0.0.1:{secure.server_address[1]}",
-               "ca_file": tls.ca_file, "seen": seen}
+        yield servers
     finally:
-        for server in (plain, secure):
-            server.shutdown()
-            server.server_close()
+        servers.stop()
 
 
 def test_login_with_browser_then_reverse_mode_with_curl(world: World, logged_in: DaemonProcess):
@@ -80,20 +55,20 @@ def test_client_authorization_header_is_replaced(world: World, logged_in: Daemon
 
 
 def test_forward_mode_intercepts_only_the_api(world: World, logged_in: DaemonProcess,
-                                              bystander: dict):
+                                              bystander: Bystander):
     via = ["--proxy", logged_in.forward_url]
     api = curl("-f", *via, "--cacert", str(world.proxy_ca), world.sandbox.url + "/v1/projects")
     assert api.returncode == 0, api.stderr
     # A different HTTPS host is tunnelled: the client sees that server's own certificate.
-    other = curl("-f", *via, "--cacert", str(bystander["ca_file"]), bystander["https"] + "/x",
+    other = curl("-f", *via, "--cacert", str(bystander.ca_file), bystander.https + "/x",
                  "-H", "Authorization: Bearer mine")
     assert other.returncode == 0, other.stderr
     # (the API host is 127.0.0.1 here, and plain HTTP to the API host is refused: use a name)
-    plain = curl("-f", *via, bystander["http"].replace("127.0.0.1", "localhost") + "/y")
+    plain = curl("-f", *via, bystander.plain.replace("127.0.0.1", "localhost") + "/y")
     assert plain.returncode == 0, plain.stderr
-    assert len(bystander["seen"]) == 2
-    assert "authorization" not in bystander["seen"][1]  # plain HTTP got no token
-    assert bystander["seen"][0]["authorization"] == "Bearer mine"  # tunnel left untouched
+    assert len(bystander.seen) == 2
+    assert "authorization" not in bystander.seen[1]["headers"]  # plain HTTP got no token
+    assert bystander.seen[0]["headers"]["authorization"] == "Bearer mine"  # tunnel untouched
 
 
 def test_python_requests_through_both_listeners(world: World, logged_in: DaemonProcess):

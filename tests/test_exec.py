@@ -21,10 +21,8 @@ import stat
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import certifi
@@ -39,8 +37,9 @@ from qonic_proxy.exec_env import (
     child_environment,
     private_config,
 )
-from qonic_proxy.local_ca import make_server_tls, server_ssl_context
+from qonic_proxy.local_ca import make_server_tls
 from qonic_proxy.sandbox import Sandbox, SandboxSettings
+from tests.harness import Bystander, start_bystander
 
 pytestmark = pytest.mark.e2e
 
@@ -69,49 +68,12 @@ def free_port(host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
-# ----- a second HTTPS server: "some other host" ------------------------------------------------
-class OtherServer:
-    """HTTPS on 127.0.0.3 with its own CA; remembers the headers of every request."""
-
-    def __init__(self, cert_dir: Path) -> None:
-        self.tls = make_server_tls(cert_dir, hostnames=("localhost",), ips=(OTHER_HOST,))
-        self.seen: list[dict[str, str]] = []
-        seen = self.seen
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                seen.append({k.lower(): v for k, v in self.headers.items()})
-                body = b'{"other": true}'
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer((OTHER_HOST, 0), Handler)
-        self.server.daemon_threads = True
-        context = server_ssl_context(self.tls)
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.url = f"https://{OTHER_HOST}:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
-
-
 # ----- the world: sandbox, config, a logged-in token cache ------------------------------------
 @dataclasses.dataclass
 class World:
     tmp: Path
     sandbox: Sandbox
-    other: OtherServer
+    other: Bystander
     config: Path
     browser: Path
     redirect_uri: str
@@ -172,7 +134,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         host=SANDBOX_HOST, client_id=CLIENT_ID, client_secret=SECRET,
         redirect_uris=(redirect_uri,), auto_consent=True, cert_dir=tmp / "sandbox-tls"))
     sandbox.start()
-    other = OtherServer(tmp / "other-tls")
+    other = start_bystander(tmp, OTHER_HOST)
     browser = tmp / "browser.py"
     browser.write_text(BROWSER.format(python=sys.executable))
     browser.chmod(0o700)
@@ -240,8 +202,8 @@ def test_python_urllib_and_requests(world: World) -> None:
     script = world.tmp / "clients.py"
     script.write_text(PYTHON_CLIENTS)
     before = len(world.other.seen)
-    result = world.exec(sys.executable, str(script), world.api, world.other.url,
-                        str(world.other.tls.ca_file))
+    result = world.exec(sys.executable, str(script), world.api, world.other.https,
+                        str(world.other.ca_file))
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     for name in ("urllib_reverse", "urllib_forward", "requests_reverse", "requests_forward"):
@@ -252,7 +214,7 @@ def test_python_urllib_and_requests(world: World) -> None:
     assert out["proxies"]["https"].startswith("http://127.0.0.1:")
     seen = world.other.seen[before:]
     assert len(seen) == 2
-    assert all("authorization" not in headers for headers in seen)
+    assert all("authorization" not in request["headers"] for request in seen)
 
 
 NODE_CLIENT = r"""
@@ -305,15 +267,15 @@ def test_other_host_is_tunnelled_and_never_sees_the_token(world: World) -> None:
     before = len(world.other.seen)
     # --cacert with the other server's CA alone: an intercepted connection would fail to verify.
     result = world.exec("curl", "-sf", "--max-time", "20", "--cacert",
-                        str(world.other.tls.ca_file), "-w", "\n%{http_connect}",
-                        world.other.url + "/curl")
+                        str(world.other.ca_file), "-w", "\n%{http_connect}",
+                        world.other.https + "/curl")
     assert result.returncode == 0, result.stderr
     body, connect = result.stdout.splitlines()
-    assert json.loads(body) == {"other": True}
+    assert json.loads(body) == {"bystander": True}
     assert connect == "200"
     seen = world.other.seen[before:]
     assert len(seen) == 1
-    assert "authorization" not in seen[0]
+    assert "authorization" not in seen[0]["headers"]
     assert world.access_token not in json.dumps(seen)
 
 

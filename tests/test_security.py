@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import http.server
 import json
 import os
 import signal
@@ -20,10 +19,9 @@ import ssl
 import stat
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +32,12 @@ from mitmproxy.test import tflow, tutils
 from qonic_proxy import client_key
 from qonic_proxy.addon import Guard, ListenerInfo, Origin, QonicAddon
 from qonic_proxy.errors import ConfigError, QonicProxyError
-from qonic_proxy.local_ca import make_server_tls, server_ssl_context
 from qonic_proxy.metrics import Metrics
 from qonic_proxy.oauth import TokenSet
 from qonic_proxy.token_store import TokenStore
 from tests.harness import (
     TESTS,
+    Bystander,
     DaemonProcess,
     World,
     curl,
@@ -47,6 +45,7 @@ from tests.harness import (
     http_request,
     make_world,
     run_cli,
+    start_bystander,
     wait_for,
     write_toml,
 )
@@ -57,62 +56,6 @@ ROOT = TESTS.parent
 
 
 # ----- helpers ---------------------------------------------------------------------------------
-class _Recorder(http.server.BaseHTTPRequestHandler):
-    """A server that is not the Qonic API: records what arrives, answers 200."""
-
-    protocol_version = "HTTP/1.1"
-    seen: list[dict[str, Any]]
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        self.seen.append({"method": self.command, "path": self.path,
-                          "headers": {k.lower(): v for k, v in self.headers.items()}})
-        body = b'{"bystander": true}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_POST = do_OPTIONS = do_GET  # noqa: N815
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@dataclass
-class Bystander:
-    plain: str
-    https: str
-    ca_file: Path
-    seen: list[dict[str, Any]]
-    servers: list[http.server.ThreadingHTTPServer] = field(default_factory=list)
-
-    @property
-    def https_port(self) -> int:
-        return int(self.https.rsplit(":", 1)[1])
-
-    def stop(self) -> None:
-        for server in self.servers:
-            server.shutdown()
-            server.server_close()
-
-
-def start_bystander(tmp: Path) -> Bystander:
-    seen: list[dict[str, Any]] = []
-    handler = type("Recorder", (_Recorder,), {"seen": seen})
-    plain = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    tls = make_server_tls(tmp / "bystander-tls")
-    secure = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    secure.socket = server_ssl_context(tls).wrap_socket(secure.socket, server_side=True)
-    for server in (plain, secure):
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-    return Bystander(f"http://127.0.0.1:{plain.server_address[1]}",
-                     f"https://127.0.0.1:{secure.server_address[1]}", tls.ca_file, seen,
-                     [plain, secure])
-
-
 def port_of(url: str) -> int:
     return int(url.rsplit(":", 1)[1].split("/", 1)[0])
 
