@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -309,7 +310,11 @@ class TokenService:
         self._login_received = False
         self._login_task = asyncio.get_running_loop().create_task(self._finish_login(attempt))
         self.on_change()
-        log.warning("login needed: open this URL in a browser: %s", attempt.authorize_url)
+        announce = f"login needed: open this URL in a browser: {attempt.authorize_url}"
+        if log.isEnabledFor(logging.WARNING):
+            log.warning("%s", announce)
+        else:  # the URL is always shown, whatever --log-level says: it is how a login starts
+            print(f"qonic-proxy: {announce}", file=sys.stderr, flush=True)
         if self.cfg.oauth.open_browser and self.open_browser is not None:
             open_browser_in_background(self.open_browser, attempt.authorize_url)
         return attempt.authorize_url

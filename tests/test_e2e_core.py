@@ -145,6 +145,15 @@ def test_login_denied_is_reported_and_daemon_keeps_running(world: World,
     assert daemon.proc.poll() is None
 
 
+def test_authorize_url_is_shown_even_at_log_level_error(world: World,
+                                                         daemons: list[DaemonProcess]):
+    daemon = world.daemon("--log-level", "error", env=world.env(BROWSER_DECISION="ignore"))
+    daemons.append(daemon)
+    daemon.wait_ready()
+    wait_for(lambda: "/v1/auth/authorize?" in daemon.stderr_text(), 20, "the authorize URL")
+    wait_for(lambda: world.browser_runs() == 1, 20, "the browser to be started as well")
+
+
 def test_wrong_client_secret_is_a_clear_login_error(world: World, daemons: list[DaemonProcess]):
     daemon = world.daemon(env=world.env(QONIC_CLIENT_SECRET="wrong-secret"))
     daemons.append(daemon)
