@@ -130,6 +130,7 @@ class SandboxSettings:
     cert_dir: Path | None = None
     export_redirect_url: str | None = None
     verbose: bool = False
+    refresh_delay: float = 0.0  # seconds a refresh_token grant takes (a far-away token endpoint)
 
 
 class OAuthError(Exception):
@@ -922,6 +923,8 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 if not self.sandbox.settings.issue_refresh_tokens:
                     raise OAuthError("unsupported_grant_type", "Refresh tokens are not issued.")
+                if self.sandbox.settings.refresh_delay:
+                    time.sleep(self.sandbox.settings.refresh_delay)
                 body = self.state.use_refresh(form)
         except OAuthError as err:
             if grant_type:

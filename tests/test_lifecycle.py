@@ -108,20 +108,12 @@ def secrets_of(world: World) -> list[str]:
 # ----- 1. refresh storm ----------------------------------------------------------------------
 def test_100_concurrent_requests_across_expiry_cause_one_refresh(
         make, daemons: list[DaemonProcess]):
-    world = make(access_token_lifetime=6)
+    # A token endpoint that takes 0.5 s (as a real one far away may): the whole burst arrives
+    # while the one refresh is under way, so every request has to wait for it.
+    world = make(access_token_lifetime=6, refresh_delay=0.5)
     world.config["token"]["refresh_margin"] = 3
     daemon = start(world, daemons)
     world.sandbox.set_access_token_lifetime(3600)  # the refreshed token will not be due again
-    # A token endpoint that takes 0.5 s (as a real one far away may): the whole burst arrives
-    # while the one refresh is under way, so every request has to wait for it.
-    state = world.sandbox._state
-    use_refresh = state.use_refresh
-
-    def slow_refresh(form: dict[str, str]) -> dict:
-        time.sleep(0.5)
-        return use_refresh(form)
-
-    state.use_refresh = slow_refresh
     first = store_of(world).load()
     due = refresh_due_at(first, 3)
     assert due is not None and due > time.time() + 0.5, "login took too long for this test"
