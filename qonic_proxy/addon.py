@@ -31,7 +31,6 @@ access_log = logging.getLogger("qonic_proxy.access")
 
 LOCAL_BODY_LIMIT = 1024 * 1024  # bodies up to this size are read and dropped before a local answer
 # never sent upstream: the proxy credentials and our client key, wherever a client put them
-REJECTED_HEADERS = ("proxy-authorization", client_key.KEY_HEADER.lower())
 # Sec-Fetch-Site values a browser sends only for requests a person or our own page started
 SAME_ORIGIN_FETCH = ("none", "same-origin")
 CORS_PREFIX = "access-control-"  # response headers that would grant a web page access
@@ -239,7 +238,8 @@ class QonicAddon:
                 await self._after_unauthorized(flow)
         except Exception:  # the client still gets Qonic's own 401
             log.exception("retrying after a 401 failed")
-        _strip_cors(flow)  # again: a replayed answer replaces the one seen in responseheaders
+        if flow.metadata.get("qonic_replayed"):
+            _strip_cors(flow)  # a replayed answer replaces the one seen in responseheaders
         self._observe(flow, flow.response.status_code if flow.response else 0)
 
     def error(self, flow: http.HTTPFlow) -> None:
@@ -249,10 +249,9 @@ class QonicAddon:
     async def _decide(self, flow: http.HTTPFlow) -> None:
         request = flow.request
         mode = flow.client_conn.proxy_mode
-        proxy_authorization = request.headers.get("proxy-authorization")
-        key_header = request.headers.get(client_key.KEY_HEADER)
-        for name in REJECTED_HEADERS:
-            request.headers.pop(name, None)
+        # taken out (never sent upstream) and kept for the client-key check
+        proxy_authorization = request.headers.pop("proxy-authorization", None)
+        key_header = request.headers.pop(client_key.KEY_HEADER, None)
 
         addressed_to_us = (isinstance(mode, ReverseMode) or self._is_self_request(flow)
                            or self._is_non_proxy_request(flow))
