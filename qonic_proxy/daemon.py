@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import ssl
 import sys
 import time
@@ -49,6 +50,14 @@ def private_dir(path: Path) -> Path:
     if path.stat().st_uid == os.getuid() and path.stat().st_mode & 0o077:
         path.chmod(0o700)
     return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free right now, for a listener that must be named (forward_port 0 means off)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
 
 
 def upstream_trust_file(cfg: Config) -> str | None:

@@ -19,21 +19,21 @@ import urllib.request
 from pathlib import Path
 
 from qonic_proxy.config import Config, OAuthSettings, ProxySettings, QonicSettings, TokenSettings
-from qonic_proxy.daemon import Daemon
+from qonic_proxy.daemon import Daemon, free_port
 from qonic_proxy.errors import QonicProxyError
 from qonic_proxy.sandbox import Sandbox, SandboxSettings
 
 DEMO_SCOPES = ("projects:read", "models:read", "models:write")
 
 
-def free_port(preferred: int, host: str = "127.0.0.1") -> int:
-    """`preferred` when it can be bound, else 0 (mitmproxy then picks a free port)."""
+def port_if_free(preferred: int, host: str = "127.0.0.1") -> bool:
+    """Whether `preferred` can be bound right now (the demo falls back to free ports)."""
     with socket.socket() as probe:
         try:
             probe.bind((host, preferred))
         except OSError:
-            return 0
-    return preferred
+            return False
+    return True
 
 
 def scripted_browser(ca_file: Path | None):  # noqa: ANN201 - returns the opener callable
@@ -75,7 +75,7 @@ def demo_config(workdir: Path, sandbox: Sandbox, client_secret: str, redirect_ur
 
 def run_demo(*, port: int = 8080, forward_port: int = 8081, once: bool = False) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="qonic-proxy-demo-"))
-    callback_port = free_port(0) or _any_free_port()
+    callback_port = free_port()
     redirect_uri = f"http://127.0.0.1:{callback_port}/callback"
     client_secret = secrets.token_urlsafe(24)
     sandbox = Sandbox(SandboxSettings(
@@ -85,18 +85,14 @@ def run_demo(*, port: int = 8080, forward_port: int = 8081, once: bool = False) 
     ))
     try:
         sandbox.start()
+        # a busy reverse port becomes 0 (ephemeral); forward_port 0 would mean "off"
         cfg = demo_config(workdir, sandbox, client_secret, redirect_uri,
-                          free_port(port), free_port(forward_port))
+                          port if port_if_free(port) else 0,
+                          forward_port if port_if_free(forward_port) else free_port())
         return asyncio.run(_demo(cfg, sandbox, once, requested=(port, forward_port)))
     finally:
         sandbox.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _any_free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 async def _demo(cfg: Config, sandbox: Sandbox, once: bool, requested: tuple[int, int]) -> int:

@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import webbrowser
@@ -431,21 +430,15 @@ async def _private_daemon(cfg: Config, aborted: asyncio.Future[int]) -> AsyncIte
 
 def private_config(cfg: Config) -> Config:
     """`cfg` for a private daemon: loopback only, ephemeral reverse port, a free forward port."""
+    from qonic_proxy.daemon import free_port  # mitmproxy is imported only when a daemon runs
+
     host = cfg.proxy.listen_host
     if not is_loopback_host(host):
         host = "127.0.0.1"  # the private proxy serves one local child; never expose it
     allowed = tuple(dict.fromkeys((*cfg.proxy.allowed_hosts, "localhost", "127.0.0.1", "::1")))
     proxy = dataclasses.replace(cfg.proxy, listen_host=host, port=0,
-                                forward_port=_free_port(host), allowed_hosts=allowed)
+                                forward_port=free_port(host), allowed_hosts=allowed)
     return dataclasses.replace(cfg, proxy=proxy)
-
-
-def _free_port(host: str) -> int:
-    """A port free right now (forward_port 0 would mean 'off', so we must name one)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 __all__: Sequence[str] = ("Endpoints", "ca_bundle", "ca_certificate", "child_environment",

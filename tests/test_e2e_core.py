@@ -18,6 +18,7 @@ from tests.harness import (
     curl,
     free_port,
     http_request,
+    run_cli,
     start_bystander,
     wait_for,
 )
@@ -228,3 +229,22 @@ def test_plain_http_forward_request_to_api_host_is_refused(world: World,
 
 def test_unused_free_port_helper():
     assert 0 < free_port() < 65536
+
+
+def test_demo_runs_once_and_falls_back_to_free_ports(world: World):
+    """The README's main job; with its ports busy it picks free ones (forward stays on)."""
+    import socket
+
+    with socket.socket() as busy_reverse, socket.socket() as busy_forward:
+        busy_reverse.bind(("127.0.0.1", 0))
+        busy_forward.bind(("127.0.0.1", 0))
+        busy_reverse.listen()
+        busy_forward.listen()
+        ports = [str(s.getsockname()[1]) for s in (busy_reverse, busy_forward)]
+        result = run_cli("demo", "--once", "--port", ports[0], "--forward-port", ports[1],
+                         env=world.env(), timeout=90)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "-> 200" in result.stdout
+    listening = next(line for line in result.stdout.splitlines() if "is listening" in line)
+    forward_port = int(listening.rsplit(":", 1)[1])
+    assert forward_port not in (0, int(ports[1]))
