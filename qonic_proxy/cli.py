@@ -50,9 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     ca = verb("ca", "print the path of the proxy's CA certificate")
     ca.add_argument("--bundle", action="store_true",
                     help="print a bundle of the public CAs plus the proxy's CA instead")
-    sandbox = verb("sandbox", "run a local Qonic-compatible server (for trying things out)")
-    sandbox.add_argument("sandbox_args", nargs=argparse.REMAINDER,
-                         help="options for the sandbox (see `qonic-proxy sandbox -- --help`)")
+    # listed for --help only: main() hands `sandbox` and its options to the sandbox's own parser
+    verb("sandbox", "run a local Qonic-compatible server (options: `qonic-proxy sandbox --help`)")
     demo = verb("demo", "start the sandbox and the proxy, log in automatically, show it working")
     demo.add_argument("--port", type=int, default=8080, help="reverse listener port (default 8080)")
     demo.add_argument("--forward-port", type=int, default=8081,
