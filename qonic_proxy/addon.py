@@ -87,8 +87,15 @@ class ListenerInfo:
 
     @property
     def reverse_url(self) -> str:
+        return self._url(self.reverse_port)
+
+    @property
+    def forward_url(self) -> str | None:
+        return self._url(self.forward_port) if self.forward_port else None
+
+    def _url(self, port: int) -> str:
         host = f"[{self.public_host}]" if ":" in self.public_host else self.public_host
-        return f"http://{host}:{self.reverse_port}"
+        return f"http://{host}:{port}"
 
 
 @dataclass

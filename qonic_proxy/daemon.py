@@ -239,18 +239,14 @@ class Daemon:
 
     def _ready_line(self) -> str:
         parts = [f"qonic-proxy ready: reverse {self.listeners.reverse_url}"]
-        if self.listeners.forward_port:
-            host = self.listeners.public_host
-            host = f"[{host}]" if ":" in host else host
-            parts.append(f"forward http://{host}:{self.listeners.forward_port}")
+        if self.listeners.forward_url:
+            parts.append(f"forward {self.listeners.forward_url}")
         parts.append(f"api {self.api_origin}")
         return " ".join(parts)
 
     def _listener_status(self) -> dict[str, Any]:
-        forward = None
-        if self.listeners.forward_port:
-            forward = f"http://{self.listeners.public_host}:{self.listeners.forward_port}"
-        return {"listeners": {"reverse": self.listeners.reverse_url, "forward": forward},
+        return {"listeners": {"reverse": self.listeners.reverse_url,
+                              "forward": self.listeners.forward_url},
                 "api_url": str(self.api_origin), "pid": os.getpid()}
 
     # ----- status --------------------------------------------------------------------------

@@ -103,7 +103,7 @@ async def _demo(cfg: Config, sandbox: Sandbox, once: bool, requested: tuple[int,
         print(f"1. Sandbox (a local stand-in for api.qonic.com) is running at {sandbox.url}")
         await daemon.start()
         listeners = daemon.listeners
-        fwd = f"http://127.0.0.1:{listeners.forward_port}"
+        fwd = listeners.forward_url
         if (listeners.reverse_port, listeners.forward_port) != requested:
             print(f"   (port {requested[0]} or {requested[1]} was busy: using free ports)")
         print(f"2. qonic-proxy is listening: reverse {listeners.reverse_url}, forward {fwd}")

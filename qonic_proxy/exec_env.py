@@ -34,6 +34,7 @@ import certifi
 from qonic_proxy.client_key import load_or_create_key
 from qonic_proxy.config import ENV_SECRET, Config, is_loopback_host
 from qonic_proxy.errors import LoginError, QonicProxyError
+from qonic_proxy.session import connect_host
 
 log = logging.getLogger("qonic_proxy.exec")
 
@@ -192,15 +193,6 @@ def child_environment(base: Mapping[str, str], endpoints: Endpoints, bundle: str
     return env
 
 
-def _connect_host(listen_host: str) -> str:
-    """The address a local client uses for a listener bound to `listen_host`, URL-ready."""
-    if listen_host in ("0.0.0.0", ""):  # noqa: S104 - we connect, we do not bind
-        return "127.0.0.1"
-    if listen_host == "::":
-        return "[::1]"
-    return f"[{listen_host}]" if ":" in listen_host else listen_host
-
-
 def _url_port(url: object) -> int | None:
     if not isinstance(url, str):
         return None
@@ -347,7 +339,7 @@ def _running_endpoints(cfg: Config, health: Mapping[str, object]) -> Endpoints |
     forward_port = _url_port(listeners.get("forward"))
     if not forward_port:
         return None
-    host = _connect_host(cfg.proxy.listen_host)
+    host = connect_host(cfg.proxy.listen_host)
     return Endpoints(f"http://{host}:{reverse_port}", f"http://{host}:{forward_port}")
 
 
@@ -408,9 +400,9 @@ async def _private_daemon(cfg: Config, aborted: asyncio.Future[int]) -> AsyncIte
     )
     try:
         await daemon.start()
-        host = _connect_host(private.proxy.listen_host)
-        endpoints = Endpoints(f"http://{host}:{daemon.listeners.reverse_port}",
-                              f"http://{host}:{daemon.listeners.forward_port}")
+        forward = daemon.listeners.forward_url
+        assert forward is not None  # private_config always names a forward port
+        endpoints = Endpoints(daemon.listeners.reverse_url, forward)
         if not daemon.tokens.is_usable():
             print(f"qonic-proxy: waiting up to {cfg.oauth.login_timeout:g} s for the Qonic "
                   "login before running the command", file=sys.stderr, flush=True)

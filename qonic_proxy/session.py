@@ -78,7 +78,7 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 
 def daemon_login_url(cfg: Config) -> str:
     """The authorize URL of the daemon's pending login: the Location of its /-/login."""
-    request = urllib.request.Request(f"http://{_daemon_host(cfg)}:{cfg.proxy.port}/-/login",
+    request = urllib.request.Request(f"http://{connect_host(cfg.proxy.listen_host)}:{cfg.proxy.port}/-/login",
                                      headers=key_header(cfg))
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects())
     try:
@@ -122,11 +122,13 @@ def current_access_token(cfg: Config) -> str:
         return new.access_token
 
 
-def _daemon_host(cfg: Config) -> str:
-    host = cfg.proxy.listen_host
-    if host in ("0.0.0.0", "::"):  # noqa: S104 - we only connect, to loopback
-        host = "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
+def connect_host(listen_host: str) -> str:
+    """The address a local client uses for a listener bound to `listen_host`, URL-ready."""
+    if listen_host in ("0.0.0.0", ""):  # noqa: S104 - we connect, we do not bind
+        return "127.0.0.1"
+    if listen_host == "::":
+        return "[::1]"
+    return f"[{listen_host}]" if ":" in listen_host else listen_host
 
 
 def key_header(cfg: Config) -> dict[str, str]:
@@ -144,7 +146,7 @@ def daemon_health(cfg: Config, timeout: float = 1.0) -> dict[str, Any] | None:
     """The running daemon's /-/health, if one answers on the configured reverse port."""
     if not cfg.proxy.port:
         return None
-    request = urllib.request.Request(f"http://{_daemon_host(cfg)}:{cfg.proxy.port}/-/health",
+    request = urllib.request.Request(f"http://{connect_host(cfg.proxy.listen_host)}:{cfg.proxy.port}/-/health",
                                      headers=key_header(cfg))
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
