@@ -77,10 +77,10 @@ async def bare_cost(flows: int) -> float:
 
 
 async def daemon_cost(flows: int, workdir: Path) -> float:
-    from qonic_proxy.config import load_config
-    from qonic_proxy.daemon import Daemon
-    from qonic_proxy.oauth import TokenSet
-    from qonic_proxy.token_store import TokenStore, cache_key
+    from qonic_proxy.config.loader import load_config
+    from qonic_proxy.oauth.client import TokenSet
+    from qonic_proxy.proxy.daemon import Daemon
+    from qonic_proxy.tokens.store import TokenStore, cache_key
 
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "config.toml"

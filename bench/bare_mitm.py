@@ -18,16 +18,16 @@ from pathlib import Path
 from mitmproxy import master, options
 from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
 
-from qonic_proxy.addon import Origin
-from qonic_proxy.config import load_config
-from qonic_proxy.daemon import (
+from qonic_proxy.config.loader import load_config
+from qonic_proxy.logs import configure_logging
+from qonic_proxy.proxy.addon import Origin
+from qonic_proxy.proxy.daemon import (
     STREAM_THRESHOLD,
     intercept_pattern,
     mitm_modes,
     private_dir,
     upstream_trust_file,
 )
-from qonic_proxy.logs import configure_logging
 
 
 class _Ready:

@@ -236,9 +236,9 @@ def scripted_login(config_path: Path) -> str:
     following it, then use the product's own code exchange and token store. Returns the access
     token (for the direct measurements, which must send the same header the proxy adds).
     """
-    from qonic_proxy.config import load_config
-    from qonic_proxy.oauth import build_authorize_url, exchange_code
-    from qonic_proxy.token_store import TokenStore, cache_key
+    from qonic_proxy.config.loader import load_config
+    from qonic_proxy.oauth.client import build_authorize_url, exchange_code
+    from qonic_proxy.tokens.store import TokenStore, cache_key
 
     cfg = load_config(config_path, env={})
     verifier = secrets.token_urlsafe(48)
@@ -264,8 +264,8 @@ def scripted_login(config_path: Path) -> str:
 
 def copy_login(source_config: Path, target_config: Path) -> None:
     """Cache the token of `source_config` for `target_config` (same endpoint, client, scopes)."""
-    from qonic_proxy.config import load_config
-    from qonic_proxy.token_store import TokenStore, cache_key
+    from qonic_proxy.config.loader import load_config
+    from qonic_proxy.tokens.store import TokenStore, cache_key
 
     source = load_config(source_config, env={})
     target = load_config(target_config, env={})

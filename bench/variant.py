@@ -60,8 +60,8 @@ class _Combined:
 def one_addon() -> None:
     from mitmproxy.addonmanager import AddonManager
 
-    from qonic_proxy import daemon
-    from qonic_proxy.addon import QonicAddon
+    from qonic_proxy.proxy import daemon
+    from qonic_proxy.proxy.addon import QonicAddon
 
     original = AddonManager.add
 
@@ -78,7 +78,7 @@ def one_addon() -> None:
 
 
 def no_streaming() -> None:
-    from qonic_proxy import daemon
+    from qonic_proxy.proxy import daemon
 
     daemon.STREAM_THRESHOLD = None  # type: ignore[assignment]
 
@@ -96,7 +96,7 @@ def main() -> int:
             print(f"unknown tweak {name!r}; known: {', '.join(TWEAKS)}", file=sys.stderr)
             return 2
         TWEAKS[name]()
-    from qonic_proxy.cli import main as cli_main
+    from qonic_proxy.cli.main import main as cli_main
 
     return cli_main(sys.argv[3:])
 

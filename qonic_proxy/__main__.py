@@ -1,5 +1,5 @@
 """Allows `python -m qonic_proxy`."""
 
-from qonic_proxy.cli import main
+from qonic_proxy.cli.main import main
 
 raise SystemExit(main())

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from qonic_proxy import config as cfg
-from qonic_proxy.config import (
+from qonic_proxy.config import loader as cfg
+from qonic_proxy.config.loader import (
     Config,
     ConfigError,
     find_config_file,

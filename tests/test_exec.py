@@ -28,8 +28,10 @@ from pathlib import Path
 import certifi
 import pytest
 
-from qonic_proxy.config import load_config
-from qonic_proxy.exec_env import (
+from qonic_proxy.config.loader import load_config
+from qonic_proxy.sandbox.certs import make_server_tls
+from qonic_proxy.sandbox.server import Sandbox, SandboxSettings
+from qonic_proxy.wrap.exec_env import (
     NO_PROXY,
     Endpoints,
     ca_bundle,
@@ -37,8 +39,6 @@ from qonic_proxy.exec_env import (
     child_environment,
     private_config,
 )
-from qonic_proxy.local_ca import make_server_tls
-from qonic_proxy.sandbox import Sandbox, SandboxSettings
 from tests.harness import Bystander, start_bystander
 
 pytestmark = pytest.mark.e2e
@@ -501,7 +501,7 @@ def test_ca_verbs_print_existing_files_and_the_daemon_uses_that_ca(world: World)
 
 def test_bundle_includes_the_system_store(world: World, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    import qonic_proxy.exec_env as exec_env
+    import qonic_proxy.wrap.exec_env as exec_env
 
     corporate = make_server_tls(tmp_path / "corp", ips=("127.0.0.1",)).ca_file
     system = tmp_path / "system.crt"

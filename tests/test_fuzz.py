@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qonic_proxy.config import (
+from qonic_proxy.config.loader import (
     Config,
     OAuthSettings,
     ProxySettings,
@@ -34,7 +34,12 @@ from qonic_proxy.config import (
     parse_config,
 )
 from qonic_proxy.errors import ConfigError, LoginError, TokenEndpointError
-from qonic_proxy.oauth import MAX_TOKEN_RESPONSE, LoginAttempt, TokenSet, parse_token_response
+from qonic_proxy.oauth.client import (
+    MAX_TOKEN_RESPONSE,
+    LoginAttempt,
+    TokenSet,
+    parse_token_response,
+)
 from tests.harness import free_port
 
 FAST = settings(max_examples=40, deadline=3000,

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from qonic_proxy.sandbox import pattern_sha256
-from qonic_proxy.token_store import TokenStore, cache_key
-from qonic_proxy.tokens import refresh_due_at
+from qonic_proxy.sandbox.server import pattern_sha256
+from qonic_proxy.tokens.service import refresh_due_at
+from qonic_proxy.tokens.store import TokenStore, cache_key
 from tests.harness import (
     BROWSER_SCRIPT,
     DaemonProcess,
@@ -69,7 +69,7 @@ def start(world: World, daemons: list[DaemonProcess], *args: str, login: bool = 
 
 
 def store_of(world: World) -> TokenStore:
-    from qonic_proxy.config import load_config
+    from qonic_proxy.config.loader import load_config
 
     world.write_config()
     return TokenStore(world.cache_file, cache_key(load_config(world.config_path)))
@@ -353,8 +353,8 @@ def test_token_verb_refreshes_when_due_under_the_file_lock(make, monkeypatch):
 
     # A sibling holds the lock and refreshes meanwhile: the verb must wait and take its result,
     # not spend the (rotated, now used) refresh token a second time.
-    from qonic_proxy.config import load_config
-    from qonic_proxy.oauth import refresh_tokens
+    from qonic_proxy.config.loader import load_config
+    from qonic_proxy.oauth.client import refresh_tokens
 
     monkeypatch.setenv("QONIC_CLIENT_SECRET", world.client_secret)
     cfg = load_config(world.config_path)

@@ -24,11 +24,18 @@ from typing import Any
 
 import pytest
 
-from qonic_proxy import oauth, pkce
-from qonic_proxy.config import Config, OAuthSettings, ProxySettings, QonicSettings, TokenSettings
+from qonic_proxy.config.loader import (
+    Config,
+    OAuthSettings,
+    ProxySettings,
+    QonicSettings,
+    TokenSettings,
+)
 from qonic_proxy.errors import ConfigError, LoginError, QonicProxyError, TokenEndpointError
-from qonic_proxy.local_ca import make_server_tls, server_ssl_context
-from qonic_proxy.oauth import LoginAttempt, TokenSet
+from qonic_proxy.oauth import client as oauth
+from qonic_proxy.oauth import pkce
+from qonic_proxy.oauth.client import LoginAttempt, TokenSet
+from qonic_proxy.sandbox.certs import make_server_tls, server_ssl_context
 
 SECRET = "s3cr3t-client-secret-value"
 CODE = "authcode-0123456789-abcdef"

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from qonic_proxy import pkce
+from qonic_proxy.oauth import pkce
 
 UNRESERVED = re.compile(r"^[A-Za-z0-9\-._~]+$")
 

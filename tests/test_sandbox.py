@@ -31,8 +31,8 @@ import pytest
 import requests
 from cryptography import x509
 
-from qonic_proxy.local_ca import make_server_tls, server_ssl_context
-from qonic_proxy.sandbox import (
+from qonic_proxy.sandbox.certs import make_server_tls, server_ssl_context
+from qonic_proxy.sandbox.server import (
     Sandbox,
     SandboxSettings,
     main,
@@ -836,7 +836,7 @@ def test_refuses_non_loopback_hosts() -> None:
 def test_main_in_a_subprocess(tmp_path: Path) -> None:
     env = dict(os.environ, SANDBOX_CLIENT_SECRET="from-env-secret", PYTHONPATH=str(REPO))
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from qonic_proxy.sandbox import main; "
+        [sys.executable, "-c", "import sys; from qonic_proxy.sandbox.server import main; "
          "sys.exit(main(sys.argv[1:]))",
          "--auto-consent", "--cert-dir", str(tmp_path / "certs"), "--token-style", "camel"],
         stdout=subprocess.PIPE,

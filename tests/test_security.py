@@ -29,12 +29,12 @@ import pytest
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import tflow, tutils
 
-from qonic_proxy import client_key
-from qonic_proxy.addon import Guard, ListenerInfo, Origin, QonicAddon
 from qonic_proxy.errors import ConfigError, QonicProxyError
 from qonic_proxy.metrics import Metrics
-from qonic_proxy.oauth import TokenSet
-from qonic_proxy.token_store import TokenStore
+from qonic_proxy.oauth.client import TokenSet
+from qonic_proxy.proxy import client_key
+from qonic_proxy.proxy.addon import Guard, ListenerInfo, Origin, QonicAddon
+from qonic_proxy.tokens.store import TokenStore
 from tests.harness import (
     TESTS,
     Bystander,
@@ -391,7 +391,7 @@ def test_cross_site_request_through_the_forward_proxy_is_refused(lab: Lab):
 
 def test_cors_headers_of_the_api_are_stripped_from_token_answers():
     """Whatever CORS policy the API has for its own web app, no page may read our answers."""
-    from qonic_proxy.addon import _strip_cors
+    from qonic_proxy.proxy.addon import _strip_cors
 
     flow = tflow.tflow(resp=True)
     flow.client_conn.proxy_mode = ProxyMode.parse("regular")
@@ -658,8 +658,8 @@ _SAVER = """
 import sys
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from qonic_proxy.oauth import TokenSet
-from qonic_proxy.token_store import TokenStore
+from qonic_proxy.oauth.client import TokenSet
+from qonic_proxy.tokens.store import TokenStore
 store = TokenStore(Path({path!r}), "k")
 i = 0
 while True:

@@ -14,10 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from qonic_proxy.config import Config, OAuthSettings, ProxySettings, QonicSettings, TokenSettings
+from qonic_proxy.config.loader import (
+    Config,
+    OAuthSettings,
+    ProxySettings,
+    QonicSettings,
+    TokenSettings,
+)
 from qonic_proxy.errors import QonicProxyError
-from qonic_proxy.oauth import TokenSet
-from qonic_proxy.token_store import TokenStore, cache_key
+from qonic_proxy.oauth.client import TokenSet
+from qonic_proxy.tokens.store import TokenStore, cache_key
 
 ACCESS = "access-token-for-the-store-test"
 REFRESH = "refresh-token-for-the-store-test"
@@ -304,7 +310,7 @@ def test_refresh_lock_across_processes_and_release_on_death(store: TokenStore) -
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from qonic_proxy.token_store import TokenStore\n"
+        "from qonic_proxy.tokens.store import TokenStore\n"
         "store = TokenStore(Path(sys.argv[1]), 'k')\n"
         "with store.refresh_lock(timeout=5):\n"
         "    print('locked', flush=True)\n"

@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from qonic_proxy import tokens as tokens_module
 from qonic_proxy.errors import TokenEndpointError
 from qonic_proxy.metrics import Metrics
-from qonic_proxy.oauth import TokenSet
-from qonic_proxy.token_store import TokenStore, cache_key
-from qonic_proxy.tokens import TokenService, refresh_due_at
+from qonic_proxy.oauth.client import TokenSet
+from qonic_proxy.tokens import service as tokens_module
+from qonic_proxy.tokens.service import TokenService, refresh_due_at
+from qonic_proxy.tokens.store import TokenStore, cache_key
 from tests.test_token_store import make_cfg
 
 NOW = 1_800_000_000.0

@@ -16,11 +16,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from qonic_proxy.config import Config
+from qonic_proxy.config.loader import Config
 from qonic_proxy.errors import LoginError, QonicProxyError, TokenEndpointError
 from qonic_proxy.metrics import Metrics
-from qonic_proxy.oauth import LoginAttempt, TokenSet, open_browser_in_background, refresh_tokens
-from qonic_proxy.token_store import TokenStore
+from qonic_proxy.oauth.client import (
+    LoginAttempt,
+    TokenSet,
+    open_browser_in_background,
+    refresh_tokens,
+)
+from qonic_proxy.tokens.store import TokenStore
 
 log = logging.getLogger("qonic_proxy.tokens")
 

@@ -31,9 +31,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import pkce
-from .config import Config
-from .errors import ConfigError, LoginError, TokenEndpointError
+from qonic_proxy.config.loader import Config
+from qonic_proxy.errors import ConfigError, LoginError, TokenEndpointError
+from qonic_proxy.oauth import pkce
 
 log = logging.getLogger(__name__)
 

@@ -28,15 +28,15 @@ from mitmproxy import master, options
 from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
 from mitmproxy.proxy import mode_specs
 
-from qonic_proxy import error_pages
-from qonic_proxy.addon import Guard, ListenerInfo, Origin, QonicAddon
-from qonic_proxy.client_key import load_or_create_key
-from qonic_proxy.config import Config, is_loopback_host
+from qonic_proxy.config.loader import Config, is_loopback_host
 from qonic_proxy.errors import QonicProxyError
 from qonic_proxy.metrics import Metrics
+from qonic_proxy.proxy import error_pages
+from qonic_proxy.proxy.addon import Guard, ListenerInfo, Origin, QonicAddon
+from qonic_proxy.proxy.client_key import load_or_create_key
 from qonic_proxy.sdnotify import Notifier
-from qonic_proxy.token_store import TokenStore, cache_key
-from qonic_proxy.tokens import TokenService
+from qonic_proxy.tokens.service import TokenService
+from qonic_proxy.tokens.store import TokenStore, cache_key
 
 log = logging.getLogger("qonic_proxy.daemon")
 

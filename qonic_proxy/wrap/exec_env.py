@@ -31,10 +31,10 @@ from urllib.parse import quote, urlsplit
 
 import certifi
 
-from qonic_proxy.client_key import load_or_create_key
-from qonic_proxy.config import ENV_SECRET, Config, is_loopback_host
+from qonic_proxy.cli.session import connect_host
+from qonic_proxy.config.loader import ENV_SECRET, Config, is_loopback_host
 from qonic_proxy.errors import LoginError, QonicProxyError
-from qonic_proxy.session import connect_host
+from qonic_proxy.proxy.client_key import load_or_create_key
 
 log = logging.getLogger("qonic_proxy.exec")
 
@@ -59,7 +59,7 @@ def ca_certificate(cfg: Config) -> str:
     Creating it here lets `ca` and `exec` hand out a file that the daemon will later use, so a
     user can install it system-wide before the first `run`.
     """
-    from qonic_proxy.daemon import private_dir  # mitmproxy is imported only when needed
+    from qonic_proxy.proxy.daemon import private_dir  # mitmproxy is imported only when needed
 
     ca_dir = cfg.proxy.ca_dir
     cert = ca_dir / PROXY_CA_FILE
@@ -321,14 +321,14 @@ async def _proxy(cfg: Config, aborted: asyncio.Future[int]) -> AsyncIterator[End
 
 
 def _health(cfg: Config) -> dict[str, object] | None:
-    from qonic_proxy.session import daemon_health
+    from qonic_proxy.cli.session import daemon_health
 
     return daemon_health(cfg)
 
 
 def _running_endpoints(cfg: Config, health: Mapping[str, object]) -> Endpoints | None:
     """Endpoints of a running daemon that is ours (same API) and has a forward listener."""
-    from qonic_proxy.addon import Origin
+    from qonic_proxy.proxy.addon import Origin
 
     listeners = health.get("listeners")
     if not isinstance(listeners, Mapping):
@@ -388,7 +388,7 @@ def _background(task: asyncio.Task[object]) -> None:
 @contextlib.asynccontextmanager
 async def _private_daemon(cfg: Config, aborted: asyncio.Future[int]) -> AsyncIterator[Endpoints]:
     """A daemon for this command only: ephemeral loopback ports, shared token cache."""
-    from qonic_proxy.daemon import Daemon
+    from qonic_proxy.proxy.daemon import Daemon
     from qonic_proxy.sdnotify import Notifier
 
     private = private_config(cfg)
@@ -422,7 +422,7 @@ async def _private_daemon(cfg: Config, aborted: asyncio.Future[int]) -> AsyncIte
 
 def private_config(cfg: Config) -> Config:
     """`cfg` for a private daemon: loopback only, ephemeral reverse port, a free forward port."""
-    from qonic_proxy.daemon import free_port  # mitmproxy is imported only when a daemon runs
+    from qonic_proxy.proxy.daemon import free_port  # mitmproxy is imported only when a daemon runs
 
     host = cfg.proxy.listen_host
     if not is_loopback_host(host):

@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 from mitmproxy import http
 from mitmproxy.proxy.mode_specs import RegularMode, ReverseMode
 
-from qonic_proxy import client_key, error_pages
 from qonic_proxy.metrics import Metrics
-from qonic_proxy.retry import resend
-from qonic_proxy.tokens import TokenService
+from qonic_proxy.proxy import client_key, error_pages
+from qonic_proxy.proxy.replay import resend
+from qonic_proxy.tokens.service import TokenService
 
 log = logging.getLogger("qonic_proxy.proxy")
 access_log = logging.getLogger("qonic_proxy.access")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from qonic_proxy import __version__
-from qonic_proxy.config import Config, find_config_file, load_config
+from qonic_proxy.config.loader import Config, find_config_file, load_config
 from qonic_proxy.errors import QonicProxyError, UsageError
 from qonic_proxy.logs import LEVELS, configure_logging
 
@@ -72,7 +72,7 @@ def load(args: argparse.Namespace) -> Config:
 
 # ----- verbs ---------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from qonic_proxy.daemon import serve
+    from qonic_proxy.proxy.daemon import serve
 
     configure_logging(args.log_level, args.log_format)
     cfg = load(args)
@@ -80,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_login(args: argparse.Namespace) -> int:
-    from qonic_proxy.session import login_now
+    from qonic_proxy.cli.session import login_now
 
     cfg = load(args)
     opener = None if args.no_browser or not cfg.oauth.open_browser else webbrowser.open
@@ -91,7 +91,7 @@ def cmd_login(args: argparse.Namespace) -> int:
 
 
 def cmd_logout(args: argparse.Namespace) -> int:
-    from qonic_proxy.token_store import TokenStore, cache_key
+    from qonic_proxy.tokens.store import TokenStore, cache_key
 
     cfg = load(args)
     store = TokenStore(cfg.token.cache_file, cache_key(cfg))
@@ -103,7 +103,7 @@ def cmd_logout(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from qonic_proxy.session import status_report
+    from qonic_proxy.cli.session import status_report
 
     cfg = load(args)
     report = status_report(cfg)
@@ -115,7 +115,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from qonic_proxy.session import current_access_token
+    from qonic_proxy.cli.session import current_access_token
 
     cfg = load(args)
     print(current_access_token(cfg))
@@ -123,7 +123,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    from qonic_proxy.exec_env import run_command
+    from qonic_proxy.wrap.exec_env import run_command
 
     command = list(args.command)
     if command and command[0] == "--":
@@ -135,7 +135,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def cmd_ca(args: argparse.Namespace) -> int:
-    from qonic_proxy.exec_env import ca_bundle, ca_certificate
+    from qonic_proxy.wrap.exec_env import ca_bundle, ca_certificate
 
     cfg = load(args)
     print(ca_bundle(cfg) if args.bundle else ca_certificate(cfg))
@@ -143,7 +143,7 @@ def cmd_ca(args: argparse.Namespace) -> int:
 
 
 def run_sandbox(argv: list[str]) -> int:
-    from qonic_proxy import sandbox
+    from qonic_proxy.sandbox import server as sandbox
 
     if "--config" in argv:
         at = argv.index("--config")
@@ -154,7 +154,7 @@ def run_sandbox(argv: list[str]) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from qonic_proxy.demo import run_demo
+    from qonic_proxy.cli.demo import run_demo
 
     configure_logging("warning", "text")
     return run_demo(port=args.port, forward_port=args.forward_port, once=args.once)

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import platformdirs
 
-from .errors import ConfigError
+from qonic_proxy.errors import ConfigError
 
 try:
     import tomllib

@@ -14,12 +14,12 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from qonic_proxy.client_key import KEY_HEADER
-from qonic_proxy.config import Config
+from qonic_proxy.config.loader import Config
 from qonic_proxy.errors import LoginError, QonicProxyError
-from qonic_proxy.oauth import TokenSet, login, open_browser_in_background, refresh_tokens
-from qonic_proxy.token_store import TokenStore, cache_key
-from qonic_proxy.tokens import refresh_due_at
+from qonic_proxy.oauth.client import TokenSet, login, open_browser_in_background, refresh_tokens
+from qonic_proxy.proxy.client_key import KEY_HEADER
+from qonic_proxy.tokens.service import refresh_due_at
+from qonic_proxy.tokens.store import TokenStore, cache_key
 
 
 def store_for(cfg: Config) -> TokenStore:

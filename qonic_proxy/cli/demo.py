@@ -18,10 +18,16 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from qonic_proxy.config import Config, OAuthSettings, ProxySettings, QonicSettings, TokenSettings
-from qonic_proxy.daemon import Daemon, free_port
+from qonic_proxy.config.loader import (
+    Config,
+    OAuthSettings,
+    ProxySettings,
+    QonicSettings,
+    TokenSettings,
+)
 from qonic_proxy.errors import QonicProxyError
-from qonic_proxy.sandbox import Sandbox, SandboxSettings
+from qonic_proxy.proxy.daemon import Daemon, free_port
+from qonic_proxy.sandbox.server import Sandbox, SandboxSettings
 
 DEMO_SCOPES = ("projects:read", "models:read", "models:write")
 

@@ -20,9 +20,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .config import Config
-from .errors import QonicProxyError
-from .oauth import TokenSet
+from qonic_proxy.config.loader import Config
+from qonic_proxy.errors import QonicProxyError
+from qonic_proxy.oauth.client import TokenSet
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,194 @@
+"""File-system primitives for files that hold secrets or that others must not swap under us.
+
+One place for the rules every private file follows: folders are 0700 and ours, files are 0600
+and ours, a write goes to a fresh O_EXCL temp file with a unique name and is renamed into place
+(readers see the old file or the new one, never half of one), and a lock is `flock`, which the
+kernel releases when its holder dies. Callers word the errors: the functions here raise
+`UnsafeFile` or `OSError` and say which rule failed, never what a file holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import secrets
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+PRIVATE_FILE_MODE = 0o600
+PUBLIC_FILE_MODE = 0o644
+PRIVATE_DIR_MODE = 0o700
+
+
+class UnsafeFile(Exception):
+    """A file or folder breaks a privacy rule; `reason` is one of the constants below."""
+
+    SYMLINK = "a symbolic link"
+    NOT_REGULAR = "not a regular file"
+    FOREIGN = "owned by another user"
+    LOOSE = "readable or writable by others"
+    FOREIGN_WRITABLE = "owned by another user and writable by others"
+
+    def __init__(self, path: Path, reason: str, *, uid: int | None = None,
+                 mode: int | None = None) -> None:
+        super().__init__(f"{path} is {reason}")
+        self.path = path
+        self.reason = reason
+        self.uid = uid
+        self.mode = mode
+
+
+def ensure_private_dir(folder: Path) -> bool:
+    """Create `folder` (and parents) 0700, or tighten an existing one of ours.
+
+    Returns True when an existing folder had to be tightened (the caller may say so). The home
+    folder is never tightened. A folder of another user's that others can write to (and that is
+    not sticky, like /tmp) is refused: anyone could swap our files in it.
+    """
+    folder.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    info = os.stat(folder)
+    mode = stat.S_IMODE(info.st_mode)
+    if info.st_uid == os.getuid():
+        if mode & 0o077 and folder.resolve() != Path.home().resolve():
+            os.chmod(folder, PRIVATE_DIR_MODE)
+            return True
+        return False
+    if mode & 0o022 and not mode & stat.S_ISVTX:
+        raise UnsafeFile(folder, UnsafeFile.FOREIGN_WRITABLE, uid=info.st_uid, mode=mode)
+    return False
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (a crash must not bring the old file back)."""
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass  # some file systems cannot fsync a directory; the data itself is synced
+    finally:
+        os.close(dir_fd)
+
+
+def _write_temp(path: Path, data: bytes, mode: int) -> Path:
+    """`data` in a new file beside `path` with a unique name, created O_EXCL (never followed)."""
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(temp, flags, mode)
+    try:
+        os.fchmod(fd, mode)  # the umask may have narrowed a public file's mode
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    os.close(fd)
+    return temp
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = PRIVATE_FILE_MODE) -> None:
+    """Replace `path` with `data` atomically; it is never briefly readable by others."""
+    temp = _write_temp(path, data, mode)
+    try:
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    fsync_dir(path.parent)
+
+
+def create_exclusive(path: Path, data: bytes, *, mode: int = PRIVATE_FILE_MODE) -> bool:
+    """Create `path` holding `data` unless it exists (then False); never half-written.
+
+    The file is written under a temp name and hard-linked into place, so a concurrent creator
+    loses cleanly instead of overwriting the winner.
+    """
+    temp = _write_temp(path, data, mode)
+    try:
+        os.link(temp, path)
+    except FileExistsError:
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+    fsync_dir(path.parent)
+    return True
+
+
+def read_private_file(path: Path, *, limit: int, allow_root_owner: bool = False) -> bytes | None:
+    """The bytes of a file that must be ours and 0600 (at most `limit` + 1 bytes are read).
+
+    None when it does not exist. The file is opened without following a symbolic link and
+    checked on the open descriptor, so it cannot be swapped between check and read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeFile(path, UnsafeFile.SYMLINK) from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeFile(path, UnsafeFile.NOT_REGULAR)
+        owners = (os.getuid(), 0) if allow_root_owner else (os.getuid(),)
+        if info.st_uid not in owners:
+            raise UnsafeFile(path, UnsafeFile.FOREIGN, uid=info.st_uid)
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & 0o077:
+            raise UnsafeFile(path, UnsafeFile.LOOSE, mode=mode)
+        chunks: list[bytes] = []
+        remaining = limit + 1
+        while remaining > 0:
+            chunk = os.read(fd, remaining)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, timeout: float | None = None) -> Iterator[None]:
+    """Hold `flock(LOCK_EX)` on `path` (created 0600), waiting at most `timeout` seconds.
+
+    flock has no timeout, so a bounded wait polls a non-blocking attempt; TimeoutError when it
+    expires. Blocking: async callers use asyncio.to_thread.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    try:
+        if timeout is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        else:
+            deadline = time.monotonic() + timeout
+            delay = 0.01
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(f"{path} stayed locked for {timeout:g} s") from None
+                    time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                    delay = min(delay * 2, 0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
