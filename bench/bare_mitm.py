@@ -19,8 +19,8 @@ from mitmproxy import master, options
 from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
 
 from qonic_proxy.config.loader import load_config
+from qonic_proxy.hosts import Origin
 from qonic_proxy.logs import configure_logging
-from qonic_proxy.proxy.addon import Origin
 from qonic_proxy.proxy.daemon import (
     STREAM_THRESHOLD,
     intercept_pattern,

@@ -11,13 +11,9 @@ from pathlib import Path
 import pytest
 
 from qonic_proxy.config import loader as cfg
-from qonic_proxy.config.loader import (
-    Config,
-    ConfigError,
-    find_config_file,
-    load_config,
-    parse_config,
-)
+from qonic_proxy.config.loader import find_config_file, load_config, parse_config
+from qonic_proxy.config.model import Config
+from qonic_proxy.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "config" / "qonic-proxy.example.toml"

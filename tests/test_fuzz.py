@@ -24,14 +24,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qonic_proxy.config.loader import (
+from qonic_proxy.config.loader import load_config, parse_config
+from qonic_proxy.config.model import (
     Config,
     OAuthSettings,
     ProxySettings,
     QonicSettings,
     TokenSettings,
-    load_config,
-    parse_config,
 )
 from qonic_proxy.errors import ConfigError, LoginError, TokenEndpointError
 from qonic_proxy.oauth.client import (

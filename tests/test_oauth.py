@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from qonic_proxy.config.loader import (
+from qonic_proxy.config.model import (
     Config,
     OAuthSettings,
     ProxySettings,

@@ -30,10 +30,11 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import tflow, tutils
 
 from qonic_proxy.errors import ConfigError, QonicProxyError
+from qonic_proxy.hosts import Origin
 from qonic_proxy.metrics import Metrics
 from qonic_proxy.oauth.client import TokenSet
 from qonic_proxy.proxy import client_key
-from qonic_proxy.proxy.addon import Guard, ListenerInfo, Origin, QonicAddon
+from qonic_proxy.proxy.addon import Guard, ListenerInfo, QonicAddon
 from qonic_proxy.tokens.store import TokenStore
 from tests.harness import (
     TESTS,

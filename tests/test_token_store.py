@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from qonic_proxy.config.loader import (
+from qonic_proxy.config.model import (
     Config,
     OAuthSettings,
     ProxySettings,

@@ -18,7 +18,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from qonic_proxy.config.loader import (
+from qonic_proxy.config.model import (
     Config,
     OAuthSettings,
     ProxySettings,
@@ -26,7 +26,8 @@ from qonic_proxy.config.loader import (
     TokenSettings,
 )
 from qonic_proxy.errors import QonicProxyError
-from qonic_proxy.proxy.daemon import Daemon, free_port
+from qonic_proxy.ports import free_port
+from qonic_proxy.proxy.daemon import Daemon
 from qonic_proxy.sandbox.server import Sandbox, SandboxSettings
 
 DEMO_SCOPES = ("projects:read", "models:read", "models:write")

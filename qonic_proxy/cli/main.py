@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from qonic_proxy import __version__
-from qonic_proxy.config.loader import Config, find_config_file, load_config
+from qonic_proxy.config.loader import find_config_file, load_config
+from qonic_proxy.config.model import Config
 from qonic_proxy.errors import QonicProxyError, UsageError
 from qonic_proxy.logs import LEVELS, configure_logging
 

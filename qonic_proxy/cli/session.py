@@ -14,8 +14,9 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from qonic_proxy.config.loader import Config
+from qonic_proxy.config.model import Config
 from qonic_proxy.errors import LoginError, QonicProxyError
+from qonic_proxy.hosts import connect_host
 from qonic_proxy.oauth.client import TokenSet, login, open_browser_in_background, refresh_tokens
 from qonic_proxy.proxy.client_key import KEY_HEADER
 from qonic_proxy.tokens.service import refresh_due_at
@@ -120,15 +121,6 @@ def current_access_token(cfg: Config) -> str:
         new = refresh_tokens(cfg, latest.refresh_token)
         store.save(new)
         return new.access_token
-
-
-def connect_host(listen_host: str) -> str:
-    """The address a local client uses for a listener bound to `listen_host`, URL-ready."""
-    if listen_host in ("0.0.0.0", ""):  # noqa: S104 - we connect, we do not bind
-        return "127.0.0.1"
-    if listen_host == "::":
-        return "[::1]"
-    return f"[{listen_host}]" if ":" in listen_host else listen_host
 
 
 def key_header(cfg: Config) -> dict[str, str]:

@@ -13,14 +13,27 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import platformdirs
 
+from qonic_proxy.config.model import (
+    APP_NAME,
+    CREDENTIAL_NAME,
+    ENV_CONFIG,
+    ENV_CREDENTIALS,
+    ENV_SECRET,
+    SYSTEM_CONFIG_FILE,
+    Config,
+    OAuthSettings,
+    ProxySettings,
+    QonicSettings,
+    TokenSettings,
+)
 from qonic_proxy.errors import ConfigError
+from qonic_proxy.oauth.redirect import RedirectUriError, parse_loopback_redirect
 
 try:
     import tomllib
@@ -28,60 +41,10 @@ except ModuleNotFoundError:  # pragma: no cover - Python < 3.11: pyproject pulls
     import tomli as tomllib  # type: ignore[no-redef]
 
 
-@dataclass(frozen=True)
-class QonicSettings:
-    api_url: str  # origin only, e.g. "https://api.qonic.com" (no trailing slash, no path)
-    authorize_url: str
-    token_url: str
-    ca_file: Path | None
-
-
-@dataclass(frozen=True)
-class OAuthSettings:
-    client_id: str
-    client_secret: str | None = field(repr=False)  # None = public client
-    secret_source: str  # "env", "credential", "file", "config" or "none" (never the secret itself)
-    scopes: tuple[str, ...]
-    redirect_uri: str
-    open_browser: bool
-    login_timeout: float
-
-
-@dataclass(frozen=True)
-class ProxySettings:
-    listen_host: str
-    port: int
-    forward_port: int  # 0 = forward mode off
-    allowed_hosts: tuple[str, ...]
-    client_key_file: Path | None
-    ca_dir: Path  # mitmproxy confdir: where the interception CA lives
-
-
-@dataclass(frozen=True)
-class TokenSettings:
-    cache_file: Path
-    refresh_margin: float
-
-
-@dataclass(frozen=True)
-class Config:
-    path: Path | None
-    qonic: QonicSettings
-    oauth: OAuthSettings
-    proxy: ProxySettings
-    token: TokenSettings
-
-
 # --------------------------------------------------------------------------------------------
 # Loading and validation
 # --------------------------------------------------------------------------------------------
 
-APP_NAME = "qonic-proxy"
-ENV_CONFIG = "QONIC_PROXY_CONFIG"
-ENV_SECRET = "QONIC_CLIENT_SECRET"  # noqa: S105 - a variable name, not a secret
-ENV_CREDENTIALS = "CREDENTIALS_DIRECTORY"
-CREDENTIAL_NAME = "client_secret"
-SYSTEM_CONFIG_FILE = Path("/etc/qonic-proxy/config.toml")
 EXAMPLE_FILE = "config/qonic-proxy.example.toml"
 EXAMPLE_CLIENT_ID = "your-client-id"
 
@@ -402,32 +365,12 @@ def _https_url(section: _Section, key: str, value: str, *, origin_only: bool) ->
 
 
 def _redirect_uri(section: _Section, key: str, value: str) -> str:
-    """RFC 8252 loopback redirect: http, loopback host, explicit port, a path. Kept verbatim,
-    because Qonic compares it byte for byte with the registered one."""
+    """RFC 8252 loopback redirect (the rules of oauth.redirect), kept verbatim."""
     expected = "write it like http://localhost:8765/callback and register the same URI in Qonic"
-    if any(ch.isspace() or ord(ch) < 0x20 for ch in value):
-        raise section.error(key, "contains spaces or control characters", expected)
     try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError:
-        raise section.error(key, f"{value!r} is not a valid URL", expected) from None
-    if parts.scheme.lower() != "http":
-        raise section.error(
-            key, f"{value!r} must use http:// (the callback is served on loopback)", expected
-        )
-    if "@" in parts.netloc or "?" in value or "#" in value:
-        # Not echoed: user info or a query could hold a password.
-        raise section.error(key, "must not have user info, a query or a fragment", expected)
-    if (parts.hostname or "") not in LOOPBACK_REDIRECT_HOSTS:
-        raise section.error(
-            key, f"{value!r} must be on localhost, 127.0.0.1 or [::1] (RFC 8252)", expected
-        )
-    if port is None or port == 0:
-        raise section.error(key, f"{value!r} needs an explicit port", expected)
-    if not parts.path.startswith("/"):
-        raise section.error(key, f"{value!r} needs a path such as /callback", expected)
-    return value
+        return parse_loopback_redirect(value).uri
+    except RedirectUriError as problem:
+        raise section.error(key, str(problem), expected) from None
 
 
 def _listen_host(section: _Section, key: str, value: str) -> tuple[str, bool]:
@@ -723,13 +666,3 @@ def _proxy_settings(sec: _Section) -> ProxySettings:
         client_key_file=client_key_file,
         ca_dir=ca_dir,
     )
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for "localhost" and loopback IP literals: the only places we listen by default."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

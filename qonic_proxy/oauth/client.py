@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from qonic_proxy.config.loader import Config
+from qonic_proxy.config.model import Config
 from qonic_proxy.errors import ConfigError, LoginError, TokenEndpointError
 from qonic_proxy.oauth import pkce
 

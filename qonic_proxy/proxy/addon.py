@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from mitmproxy import http
 from mitmproxy.proxy.mode_specs import RegularMode, ReverseMode
 
+from qonic_proxy.hosts import Origin, normalise_host
 from qonic_proxy.metrics import Metrics
 from qonic_proxy.proxy import client_key, error_pages
 from qonic_proxy.proxy.replay import resend
@@ -34,47 +35,6 @@ LOCAL_BODY_LIMIT = 1024 * 1024  # bodies up to this size are read and dropped be
 # Sec-Fetch-Site values a browser sends only for requests a person or our own page started
 SAME_ORIGIN_FETCH = ("none", "same-origin")
 CORS_PREFIX = "access-control-"  # response headers that would grant a web page access
-
-
-def normalise_host(host: str) -> str:
-    """Lower-case, no trailing dot, IDNA (xn--) form: the one spelling we compare.
-
-    mitmproxy hands us IDNA hosts decoded to Unicode while the config stores the xn-- form, so
-    both sides go through here; a name that cannot be encoded compares unequal to everything.
-    """
-    host = host.strip().rstrip(".").lower()
-    if not host.isascii():
-        try:
-            host = host.encode("idna").decode("ascii").lower()
-        except UnicodeError:
-            return "\0invalid"
-    return host
-
-
-@dataclass(frozen=True)
-class Origin:
-    """scheme, host and port of a URL, normalised for exact comparison."""
-
-    scheme: str
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, url: str) -> Origin:
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        default = 443 if scheme == "https" else 80
-        return cls(scheme, normalise_host(parts.hostname or ""), parts.port or default)
-
-    @property
-    def authority(self) -> str:
-        """host[:port] as a Host header spells it (the default port left out)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        default = 443 if self.scheme == "https" else 80
-        return host if self.port == default else f"{host}:{self.port}"
-
-    def __str__(self) -> str:
-        return f"{self.scheme}://{self.authority}"
 
 
 @dataclass

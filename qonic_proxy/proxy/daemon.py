@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import ssl
 import sys
 import time
@@ -28,11 +27,12 @@ from mitmproxy import master, options
 from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
 from mitmproxy.proxy import mode_specs
 
-from qonic_proxy.config.loader import Config, is_loopback_host
+from qonic_proxy.config.model import Config
 from qonic_proxy.errors import QonicProxyError
+from qonic_proxy.hosts import Origin, is_loopback_host
 from qonic_proxy.metrics import Metrics
 from qonic_proxy.proxy import error_pages
-from qonic_proxy.proxy.addon import Guard, ListenerInfo, Origin, QonicAddon
+from qonic_proxy.proxy.addon import Guard, ListenerInfo, QonicAddon
 from qonic_proxy.proxy.client_key import load_or_create_key
 from qonic_proxy.sdnotify import Notifier
 from qonic_proxy.tokens.service import TokenService
@@ -50,14 +50,6 @@ def private_dir(path: Path) -> Path:
     if path.stat().st_uid == os.getuid() and path.stat().st_mode & 0o077:
         path.chmod(0o700)
     return path
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free right now, for a listener that must be named (forward_port 0 means off)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 def upstream_trust_file(cfg: Config) -> str | None:

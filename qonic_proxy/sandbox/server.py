@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
-from qonic_proxy.config.loader import is_loopback_host
+from qonic_proxy.hosts import is_loopback_host
 from qonic_proxy.sandbox.certs import make_server_tls, server_ssl_context
 
 SCOPES: dict[str, str] = {

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from qonic_proxy.config.loader import Config
+from qonic_proxy.config.model import Config
 from qonic_proxy.errors import LoginError, QonicProxyError, TokenEndpointError
 from qonic_proxy.metrics import Metrics
 from qonic_proxy.oauth.client import (

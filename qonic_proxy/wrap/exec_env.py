@@ -31,9 +31,11 @@ from urllib.parse import quote, urlsplit
 
 import certifi
 
-from qonic_proxy.cli.session import connect_host
-from qonic_proxy.config.loader import ENV_SECRET, Config, is_loopback_host
+from qonic_proxy.config.model import ENV_SECRET, Config
 from qonic_proxy.errors import LoginError, QonicProxyError
+from qonic_proxy.files import ensure_private_dir
+from qonic_proxy.hosts import Origin, connect_host, is_loopback_host
+from qonic_proxy.ports import free_port
 from qonic_proxy.proxy.client_key import load_or_create_key
 
 log = logging.getLogger("qonic_proxy.exec")
@@ -59,14 +61,12 @@ def ca_certificate(cfg: Config) -> str:
     Creating it here lets `ca` and `exec` hand out a file that the daemon will later use, so a
     user can install it system-wide before the first `run`.
     """
-    from qonic_proxy.proxy.daemon import private_dir  # mitmproxy is imported only when needed
-
     ca_dir = cfg.proxy.ca_dir
     cert = ca_dir / PROXY_CA_FILE
     if cert.is_file() and (ca_dir / PROXY_CA_KEY_FILE).is_file():
         return str(cert)
     try:
-        private_dir(ca_dir)
+        ensure_private_dir(ca_dir)
         with _locked(ca_dir / ".ca.lock"):  # two first-time `exec`s must not make two CAs
             if not (ca_dir / PROXY_CA_KEY_FILE).is_file():
                 from mitmproxy import certs, options
@@ -328,7 +328,6 @@ def _health(cfg: Config) -> dict[str, object] | None:
 
 def _running_endpoints(cfg: Config, health: Mapping[str, object]) -> Endpoints | None:
     """Endpoints of a running daemon that is ours (same API) and has a forward listener."""
-    from qonic_proxy.proxy.addon import Origin
 
     listeners = health.get("listeners")
     if not isinstance(listeners, Mapping):
@@ -422,7 +421,6 @@ async def _private_daemon(cfg: Config, aborted: asyncio.Future[int]) -> AsyncIte
 
 def private_config(cfg: Config) -> Config:
     """`cfg` for a private daemon: loopback only, ephemeral reverse port, a free forward port."""
-    from qonic_proxy.proxy.daemon import free_port  # mitmproxy is imported only when a daemon runs
 
     host = cfg.proxy.listen_host
     if not is_loopback_host(host):

@@ -1,0 +1,60 @@
+"""The configuration as the rest of the package sees it: typed, validated, immutable.
+
+`qonic_proxy.config.loader` builds these from a TOML file; everything else only reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+APP_NAME = "qonic-proxy"
+ENV_CONFIG = "QONIC_PROXY_CONFIG"
+ENV_SECRET = "QONIC_CLIENT_SECRET"  # noqa: S105 - a variable name, not a secret
+ENV_CREDENTIALS = "CREDENTIALS_DIRECTORY"
+CREDENTIAL_NAME = "client_secret"
+SYSTEM_CONFIG_FILE = Path("/etc/qonic-proxy/config.toml")
+
+
+@dataclass(frozen=True)
+class QonicSettings:
+    api_url: str  # origin only, e.g. "https://api.qonic.com" (no trailing slash, no path)
+    authorize_url: str
+    token_url: str
+    ca_file: Path | None
+
+
+@dataclass(frozen=True)
+class OAuthSettings:
+    client_id: str
+    client_secret: str | None = field(repr=False)  # None = public client
+    secret_source: str  # "env", "credential", "file", "config" or "none" (never the secret itself)
+    scopes: tuple[str, ...]
+    redirect_uri: str
+    open_browser: bool
+    login_timeout: float
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    listen_host: str
+    port: int
+    forward_port: int  # 0 = forward mode off
+    allowed_hosts: tuple[str, ...]
+    client_key_file: Path | None
+    ca_dir: Path  # mitmproxy confdir: where the interception CA lives
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    cache_file: Path
+    refresh_margin: float
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None
+    qonic: QonicSettings
+    oauth: OAuthSettings
+    proxy: ProxySettings
+    token: TokenSettings
