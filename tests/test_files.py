@@ -1,0 +1,176 @@
+"""Tests for qonic_proxy.files: the privacy rules every secret-holding file follows."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from qonic_proxy import files
+from qonic_proxy.files import UnsafeFile
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_private_dir_is_created_0700_with_parents(tmp_path: Path) -> None:
+    folder = tmp_path / "a" / "b"
+    assert files.ensure_private_dir(folder) is False
+    assert mode_of(folder) == 0o700
+
+
+def test_private_dir_of_ours_is_tightened_and_reported(tmp_path: Path) -> None:
+    folder = tmp_path / "loose"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    assert files.ensure_private_dir(folder) is True
+    assert mode_of(folder) == 0o700
+    assert files.ensure_private_dir(folder) is False  # already private: nothing to say
+
+
+def test_home_folder_is_never_tightened(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    home.chmod(0o755)
+    monkeypatch.setenv("HOME", str(home))
+    assert files.ensure_private_dir(home) is False
+    assert mode_of(home) == 0o755
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to create a folder owned by another uid")
+def test_foreign_folder_writable_by_others_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "foreign"
+    folder.mkdir()
+    os.chown(folder, 65534, 65534)
+    folder.chmod(0o777)
+    with pytest.raises(UnsafeFile) as caught:
+        files.ensure_private_dir(folder)
+    assert caught.value.reason == UnsafeFile.FOREIGN_WRITABLE
+    folder.chmod(0o1777)  # sticky, like /tmp: others cannot swap our files
+    assert files.ensure_private_dir(folder) is False
+
+
+def test_write_atomic_replaces_with_mode_and_leaves_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "secret.json"
+    target.write_text("old")
+    target.chmod(0o644)
+    files.write_atomic(target, b"new")
+    assert target.read_bytes() == b"new"
+    assert mode_of(target) == 0o600
+    files.write_atomic(target, b"public", mode=0o644)
+    assert mode_of(target) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secret.json"]
+
+
+def test_write_atomic_ignores_the_umask_and_a_planted_temp_name(tmp_path: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        files.write_atomic(tmp_path / "ca.pem", b"cert", mode=0o644)
+    finally:
+        os.umask(old)
+    assert mode_of(tmp_path / "ca.pem") == 0o644
+    # a symlink at the old fixed temp name is never followed or overwritten
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    (tmp_path / "bundle.tmp").symlink_to(victim)
+    files.write_atomic(tmp_path / "bundle.pem", b"bundle")
+    assert victim.read_text() == "keep"
+
+
+def test_write_atomic_failure_keeps_the_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "dir-in-the-way"
+    target.mkdir()
+    (target / "x").write_text("x")
+    with pytest.raises(OSError):
+        files.write_atomic(target, b"data")  # cannot replace a non-empty folder
+    assert (target / "x").read_text() == "x"
+    assert [p.name for p in tmp_path.iterdir()] == ["dir-in-the-way"]
+
+
+def test_create_exclusive_never_overwrites(tmp_path: Path) -> None:
+    target = tmp_path / "key"
+    assert files.create_exclusive(target, b"first") is True
+    assert files.create_exclusive(target, b"second") is False
+    assert target.read_bytes() == b"first"
+    assert mode_of(target) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["key"]
+
+
+def test_read_private_file_checks_the_open_file(tmp_path: Path) -> None:
+    target = tmp_path / "token.json"
+    assert files.read_private_file(target, limit=10) is None
+    files.write_atomic(target, b"0123456789abcdef")
+    assert files.read_private_file(target, limit=4) == b"01234"  # limit + 1: caller sees "too big"
+    target.chmod(0o640)
+    with pytest.raises(UnsafeFile) as loose:
+        files.read_private_file(target, limit=100)
+    assert loose.value.reason == UnsafeFile.LOOSE and loose.value.mode == 0o640
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    with pytest.raises(UnsafeFile) as linked:
+        files.read_private_file(link, limit=100)
+    assert linked.value.reason == UnsafeFile.SYMLINK
+    with pytest.raises(UnsafeFile) as folder:
+        files.read_private_file(tmp_path, limit=100)
+    assert folder.value.reason == UnsafeFile.NOT_REGULAR
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to create a file owned by another uid")
+def test_read_private_file_refuses_a_foreign_owner(tmp_path: Path) -> None:
+    target = tmp_path / "key"
+    files.write_atomic(target, b"k" * 20)
+    os.chown(target, 65534, 65534)
+    with pytest.raises(UnsafeFile) as caught:
+        files.read_private_file(target, limit=100)
+    assert caught.value.reason == UnsafeFile.FOREIGN and caught.value.uid == 65534
+
+
+def test_exclusive_lock_times_out_while_held_and_is_released(tmp_path: Path) -> None:
+    lock = tmp_path / "x.lock"
+    with files.exclusive_lock(lock, timeout=1):
+        assert mode_of(lock) == 0o600
+        errors: list[BaseException] = []
+
+        def contend() -> None:
+            try:
+                with files.exclusive_lock(lock, timeout=0.2):
+                    pass
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+
+        worker = threading.Thread(target=contend)
+        worker.start()
+        worker.join(5)
+        assert len(errors) == 1 and isinstance(errors[0], TimeoutError)
+    with files.exclusive_lock(lock, timeout=0.2):
+        pass  # free again once the holder left
+
+
+def test_exclusive_lock_is_released_when_its_holder_dies(tmp_path: Path) -> None:
+    lock = tmp_path / "x.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from pathlib import Path\n"
+         "from qonic_proxy.files import exclusive_lock\n"
+         "with exclusive_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)",
+         str(lock)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(TimeoutError), files.exclusive_lock(lock, timeout=0.2):
+            pass
+        holder.kill()
+        holder.wait(10)
+        started = time.monotonic()
+        with files.exclusive_lock(lock, timeout=5):
+            assert time.monotonic() - started < 5
+    finally:
+        holder.kill()
+        holder.wait(10)
