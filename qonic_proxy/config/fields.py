@@ -55,21 +55,20 @@ def missing(path: Path) -> bool:
     return False
 
 
+# Order matters: a bool is also an int.
+_TOML_TYPES: tuple[tuple[type, str], ...] = (
+    (bool, "a boolean"),
+    (int, "an integer"),
+    (float, "a float"),
+    (str, "a string"),
+    (list, "an array"),
+    (dict, "a table"),
+)
+
+
 def toml_type(value: Any) -> str:
     """Name a TOML value's type the way the TOML spec does, for error messages."""
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    return "a date/time"
+    return next((name for kind, name in _TOML_TYPES if isinstance(value, kind)), "a date/time")
 
 
 class Section:
