@@ -26,28 +26,20 @@ from qonic_proxy.oauth.client import (
     refresh_tokens,
 )
 from qonic_proxy.tokens.store import TokenStore
+from qonic_proxy.tokens.timing import (
+    LOGIN_RETRY_COOLDOWN,
+    REFRESH_BACKOFF,
+    REFRESH_TIMEOUT,
+    STORE_POLL_INTERVAL,
+    Cooldown,
+    refresh_due_at,
+)
+
+__all__ = ["RefreshResult", "TokenService", "refresh_due_at"]
 
 log = logging.getLogger("qonic_proxy.tokens")
 
-REFRESH_TIMEOUT = 45.0  # bounds how long a request waits for a refresh (token request + file lock)
-REFRESH_BACKOFF = 5.0  # after a failed refresh, wait this long before the next (unless a 401)
-STORE_POLL_INTERVAL = 1.0  # how often the cache file is checked for a login done by another process
-LOGIN_RETRY_COOLDOWN = 30.0  # after a failed login, requests do not open a new one sooner
 GRANT_LOST = {"invalid_grant", "unauthorized_client", "invalid_client"}
-
-
-def refresh_due_at(tokens: TokenSet, margin: float) -> float | None:
-    """When `tokens` should be replaced: `margin` s before expiry, but never before half its life.
-
-    Without the half-life cap a token that lives shorter than the margin (a 60 s token with a
-    300 s margin) would be "due" the moment it arrives, and every refresh would start the next.
-    """
-    if tokens.expires_at is None:
-        return None
-    lifetime = tokens.expires_at - tokens.obtained_at
-    if lifetime > 0:
-        margin = min(margin, lifetime / 2)
-    return tokens.expires_at - margin
 
 
 @dataclass
@@ -84,10 +76,10 @@ class TokenService:
         self._login_task: asyncio.Task[None] | None = None
         self._login_received = False
         self._store_mtime: int | None = None
-        self._failed_at: float | None = None  # monotonic time of the last failed refresh
+        self._refresh_backoff = Cooldown(REFRESH_BACKOFF)
         self.last_refresh: RefreshResult | None = None
         self.last_login_error: str | None = None
-        self._login_failed_at: float | None = None
+        self._login_cooldown = Cooldown(LOGIN_RETRY_COOLDOWN)
         self.refresh_count = 0
 
     # ----- reading state -------------------------------------------------------------------
@@ -183,7 +175,7 @@ class TokenService:
 
     def _adopt(self, tokens: TokenSet) -> None:
         self._tokens = tokens
-        self._failed_at = None
+        self._refresh_backoff.clear()
         self.last_login_error = None
         self.on_change()
 
@@ -221,8 +213,7 @@ class TokenService:
                 return current.access_token  # somebody refreshed while we waited
             if not force and not self._needs_refresh(current):
                 return current.access_token
-            if not force and self._failed_at is not None \
-                    and time.monotonic() - self._failed_at < REFRESH_BACKOFF:
+            if not force and self._refresh_backoff.active:
                 return None  # includes callers that queued behind the refresh that just failed
             if not current.refresh_token:
                 if force:
@@ -233,7 +224,7 @@ class TokenService:
                     asyncio.to_thread(self._refresh_with_file_lock, current), REFRESH_TIMEOUT
                 )
             except (TokenEndpointError, QonicProxyError, TimeoutError) as err:
-                self._failed_at = time.monotonic()
+                self._refresh_backoff.fail()
                 detail = str(err) or "the token refresh timed out"
                 self.last_refresh = RefreshResult(self.clock(), "error", detail)
                 self._count("refreshes", "error")
@@ -292,8 +283,7 @@ class TokenService:
         """
         if self.login_pending:
             return
-        failed_at = self._login_failed_at
-        if failed_at is not None and time.monotonic() - failed_at < LOGIN_RETRY_COOLDOWN:
+        if self._login_cooldown.active:
             return
         task = asyncio.get_running_loop().create_task(self._offer_login_safely())
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
@@ -331,7 +321,7 @@ class TokenService:
             await asyncio.to_thread(self.store.save, tokens)
         except (LoginError, TokenEndpointError, QonicProxyError) as err:
             self.last_login_error = str(err)
-            self._login_failed_at = time.monotonic()
+            self._login_cooldown.fail()
             self._count("logins", "error")
             log.error("login failed: %s", err)
             self.on_change()

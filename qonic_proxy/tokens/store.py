@@ -1,27 +1,31 @@
 """The token cache file: where a login survives restarts, shared by the daemon and the CLI verbs.
 
-The file holds a bearer token, so it is 0600 in a 0700 folder, written atomically (temp file
-created 0600 with O_EXCL, fsync, rename, fsync of the folder) and refused, never silently used,
-when someone else could read it.
+The file holds a bearer token, so it follows the rules of `qonic_proxy.files`: 0600 in a 0700
+folder, replaced atomically, and refused, never silently used, when someone else could read it.
+This module adds the format (version, cache key, tokens) and words every failure for the user.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import secrets
 import stat
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import QonicProxyError
+from qonic_proxy.files import (
+    UnsafeFile,
+    ensure_private_dir,
+    exclusive_lock,
+    fsync_dir,
+    read_private_file,
+    write_atomic,
+)
 from qonic_proxy.oauth.client import TokenSet
 
 log = logging.getLogger(__name__)
@@ -70,51 +74,38 @@ class TokenStore:
         others can read is, because quietly using a leaked token would hide the leak.
         """
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise QonicProxyError(
-                    f"token cache {self.path} is a symbolic link, which is not trusted; delete it "
-                    "or point [token] cache_file at a regular file"
-                ) from None
-            raise QonicProxyError(
-                f"cannot read token cache {self.path} ({_why(exc)}); fix its permissions or "
-                "delete it"
-            ) from None
-        try:
-            info = os.fstat(fd)
-            self._check_private(info)
-            with os.fdopen(fd, "rb", closefd=False) as handle:
-                raw = handle.read(MAX_CACHE_SIZE + 1)
+            raw = read_private_file(self.path, limit=MAX_CACHE_SIZE)
+        except UnsafeFile as unsafe:
+            raise QonicProxyError(self._unsafe_message(unsafe)) from None
         except OSError as exc:
             raise QonicProxyError(
                 f"cannot read token cache {self.path} ({_why(exc)}); fix its permissions or "
                 "delete it"
             ) from None
-        finally:
-            os.close(fd)
-        return self._decode(raw)
+        return None if raw is None else self._decode(raw)
 
-    def _check_private(self, info: os.stat_result) -> None:
-        if not stat.S_ISREG(info.st_mode):
-            raise QonicProxyError(
-                f"token cache {self.path} is not a regular file; delete it or point [token] "
-                "cache_file elsewhere"
+    def _unsafe_message(self, unsafe: UnsafeFile) -> str:
+        """The sentence for each privacy rule the cache file breaks, with what to do."""
+        if unsafe.reason == UnsafeFile.SYMLINK:
+            return (
+                f"token cache {self.path} is a symbolic link, which is not trusted; delete it "
+                "or point [token] cache_file at a regular file"
             )
-        if info.st_uid != os.getuid():
-            raise QonicProxyError(
-                f"token cache {self.path} belongs to another user (uid {info.st_uid}); delete it "
+        if unsafe.reason == UnsafeFile.FOREIGN:
+            return (
+                f"token cache {self.path} belongs to another user (uid {unsafe.uid}); delete it "
                 "or run qonic-proxy as the user who owns it"
             )
-        mode = stat.S_IMODE(info.st_mode)
-        if mode & 0o077:
-            what = "readable" if mode & 0o044 else "writable"
-            raise QonicProxyError(
-                f"token cache {self.path} is {what} by others (mode {mode:04o}); run "
+        if unsafe.reason == UnsafeFile.LOOSE and unsafe.mode is not None:
+            what = "readable" if unsafe.mode & 0o044 else "writable"
+            return (
+                f"token cache {self.path} is {what} by others (mode {unsafe.mode:04o}); run "
                 f"`chmod 600 {self.path}` or delete it"
             )
+        return (
+            f"token cache {self.path} is not a regular file; delete it or point [token] "
+            "cache_file elsewhere"
+        )
 
     def _decode(self, raw: bytes) -> TokenSet | None:
         def ignore(what: str) -> None:
@@ -156,22 +147,18 @@ class TokenStore:
         """Create the folder 0700, or tighten an existing one of ours (not the home folder)."""
         folder = self.path.parent
         try:
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            info = os.stat(folder)
-            mode = stat.S_IMODE(info.st_mode)
-            if info.st_uid == os.getuid():
-                if mode & 0o077 and folder.resolve() != Path.home().resolve():
-                    os.chmod(folder, 0o700)
-                    log.warning(
-                        "tightened the permissions of token cache folder %s from %04o to 0700",
-                        folder,
-                        mode,
-                    )
-            elif mode & 0o022 and not mode & stat.S_ISVTX:
-                raise QonicProxyError(
-                    f"token cache folder {folder} belongs to another user and others can write to "
-                    "it; point [token] cache_file at a folder of your own"
+            before = stat.S_IMODE(os.stat(folder).st_mode) if folder.is_dir() else None
+            if ensure_private_dir(folder):
+                log.warning(
+                    "tightened the permissions of token cache folder %s from %04o to 0700",
+                    folder,
+                    before or 0,
                 )
+        except UnsafeFile:
+            raise QonicProxyError(
+                f"token cache folder {folder} belongs to another user and others can write to "
+                "it; point [token] cache_file at a folder of your own"
+            ) from None
         except OSError as exc:
             raise QonicProxyError(
                 f"cannot create token cache folder {folder} ({_why(exc)}); check [token] "
@@ -181,49 +168,19 @@ class TokenStore:
 
     def save(self, tokens: TokenSet) -> None:
         """Replace the cache atomically; at no moment is a readable or half-written file there."""
-        folder = self._ensure_folder()
+        self._ensure_folder()
         payload = json.dumps(
             {"version": FORMAT_VERSION, "key": self.key, "tokens": tokens.to_json()},
             separators=(",", ":"),
         ).encode("utf-8")
-        temp = folder / f".{self.path.name}.{secrets.token_hex(8)}.tmp"
         try:
-            fd = os.open(
-                temp,
-                os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o600,
-            )
-            try:
-                with os.fdopen(fd, "wb", closefd=False) as handle:
-                    handle.write(payload)
-                    handle.flush()
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temp, self.path)
+            write_atomic(self.path, payload)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
             raise QonicProxyError(
                 f"cannot write token cache {self.path} ({_why(exc)}); check [token] cache_file "
                 "and the permissions of its folder"
             ) from None
-        self._fsync_folder(folder)
         log.debug("saved tokens to %s", self.path)
-
-    @staticmethod
-    def _fsync_folder(folder: Path) -> None:
-        """Make the rename itself durable (a crash must not bring the old file back)."""
-        try:
-            dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:
-            return
-        try:
-            os.fsync(dir_fd)
-        except OSError:
-            pass  # some file systems cannot fsync a directory; the data itself is synced
-        finally:
-            os.close(dir_fd)
 
     def delete(self) -> bool:
         """Remove the cache; True when there was one. The lock file stays (others may hold it)."""
@@ -235,7 +192,7 @@ class TokenStore:
             raise QonicProxyError(
                 f"cannot delete token cache {self.path} ({_why(exc)}); delete it by hand"
             ) from None
-        self._fsync_folder(self.path.parent)
+        fsync_dir(self.path.parent)
         return True
 
     # -- cross-process refresh lock ------------------------------------------------------
@@ -245,37 +202,23 @@ class TokenStore:
         """Hold an exclusive lock on "<path>.lock" so two processes never refresh at once.
 
         Refresh tokens may be single-use: two concurrent refreshes would make one of them fail.
-        The lock is `fcntl.flock`, which the kernel releases when the holder's file is closed or
-        its process dies, so there is never a stale lock to detect or break. flock has no timeout,
-        so we poll a non-blocking attempt. Blocking: async callers use asyncio.to_thread.
+        The lock is `flock` (files.exclusive_lock): the kernel releases it when its holder dies,
+        so there is never a stale lock to break. Blocking: async callers use asyncio.to_thread.
+        Only taking the lock is worded here; errors of the locked work pass through unchanged.
         """
         self._ensure_folder()
         lock_path = self.lock_path
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise QonicProxyError(
-                f"cannot open the token lock file {lock_path} ({_why(exc)}); check the "
-                "permissions of the token cache folder"
-            ) from None
-        try:
-            deadline = time.monotonic() + timeout
-            delay = 0.01
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise QonicProxyError(
-                            f"another qonic-proxy process held the token lock {lock_path} for "
-                            f"more than {timeout:g} s; wait for it to finish or stop it"
-                        ) from None
-                    time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-                    delay = min(delay * 2, 0.2)
+        with contextlib.ExitStack() as held:
             try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+                held.enter_context(exclusive_lock(lock_path, timeout))
+            except TimeoutError:
+                raise QonicProxyError(
+                    f"another qonic-proxy process held the token lock {lock_path} for "
+                    f"more than {timeout:g} s; wait for it to finish or stop it"
+                ) from None
+            except OSError as exc:
+                raise QonicProxyError(
+                    f"cannot open the token lock file {lock_path} ({_why(exc)}); check the "
+                    "permissions of the token cache folder"
+                ) from None
+            yield

@@ -21,9 +21,10 @@ from qonic_proxy.errors import TokenEndpointError
 from qonic_proxy.metrics import Metrics
 from qonic_proxy.oauth.client import TokenSet
 from qonic_proxy.tokens import service as tokens_module
+from qonic_proxy.tokens import timing
 from qonic_proxy.tokens.service import TokenService, refresh_due_at
 from qonic_proxy.tokens.store import TokenStore, cache_key
-from tests.test_token_store import make_cfg
+from tests.tokens.test_store import make_cfg
 
 NOW = 1_800_000_000.0
 MARGIN = 60
@@ -159,7 +160,7 @@ def test_a_failed_refresh_is_shared_by_its_waiters_and_backed_off(rig: Rig):
     assert len(rig.endpoint.calls) == 1
     assert run(rig.service.get_access_token) == "a0"
     assert len(rig.endpoint.calls) == 1  # backing off
-    rig.service._failed_at -= tokens_module.REFRESH_BACKOFF + 1
+    rig.service._refresh_backoff.failed_at -= timing.REFRESH_BACKOFF + 1
     rig.endpoint.error = None
     assert run(rig.service.get_access_token) == "a2"
     assert rig.metrics.refreshes.get("error") == 1 and rig.metrics.refreshes.get("ok") == 1

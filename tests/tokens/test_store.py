@@ -316,7 +316,7 @@ def test_refresh_lock_across_processes_and_release_on_death(store: TokenStore) -
         "    print('locked', flush=True)\n"
         "    time.sleep(60)\n"
     )
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     child = subprocess.Popen(
         [sys.executable, "-c", script, str(store.path)],
         stdout=subprocess.PIPE,
@@ -338,3 +338,54 @@ def test_refresh_lock_across_processes_and_release_on_death(store: TokenStore) -
             child.wait(10)
         if child.stdout is not None:
             child.stdout.close()
+
+
+def test_tightening_a_loose_folder_is_logged(
+    store: TokenStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.path.parent.mkdir(parents=True)
+    os.chmod(store.path.parent, 0o750)  # noqa: S103 - the loose folder under test
+    with caplog.at_level(logging.WARNING):
+        store.save(tokens())
+    assert "tightened the permissions of token cache folder" in caplog.text
+    assert "from 0750 to 0700" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        store.save(tokens())  # already private: nothing to say
+    assert caplog.text == ""
+
+
+def test_loose_file_is_refused_with_the_chmod_to_run(store: TokenStore) -> None:
+    store.save(tokens())
+    os.chmod(store.path, 0o640)
+    with pytest.raises(QonicProxyError) as info:
+        store.load()
+    assert "is readable by others (mode 0640)" in str(info.value)
+    assert f"`chmod 600 {store.path}`" in str(info.value)
+    os.chmod(store.path, 0o620)
+    with pytest.raises(QonicProxyError, match=r"is writable by others \(mode 0620\)"):
+        store.load()
+
+
+def test_a_directory_in_place_of_the_file_is_refused(store: TokenStore) -> None:
+    store.path.mkdir(parents=True)
+    with pytest.raises(QonicProxyError, match="is not a regular file"):
+        store.load()
+
+
+def test_errors_inside_the_lock_pass_through_unchanged(store: TokenStore) -> None:
+    """Only taking the lock is worded as a lock problem; the locked work's errors are its own."""
+    with pytest.raises(TimeoutError, match="token endpoint"), store.refresh_lock(timeout=1):
+        raise TimeoutError("token endpoint timed out")
+    with store.refresh_lock(timeout=1):  # and the lock was released
+        pass
+
+
+def test_a_foreign_writable_folder_is_refused(tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    os.chmod(folder, 0o777)  # noqa: S103 - the unsafe folder under test
+    real_getuid = os.getuid
+    monkeypatch.setattr(os, "getuid", lambda: real_getuid() + 1)  # as if someone else's folder
+    with pytest.raises(QonicProxyError, match="belongs to another user and others can write"):
+        TokenStore(folder / "t.json", "k").save(tokens())
