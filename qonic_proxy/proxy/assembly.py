@@ -79,9 +79,9 @@ def build_master(cfg: Config, addon: Any, roots: TrustRoots) -> master.Master:
     mitm_patches.drop_legacy_log_bridge()
     # One addon of ours, not three: mitmproxy visits every addon for every event (~9 µs
     # each), so readiness and the in-flight count live in QonicAddon too.
-    mitm.addons.add(core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(),
-                    tlsconfig.TlsConfig(), addon)
-    mitm.options.update(
+    mitm.addons.add(core.Core(), proxyserver.Proxyserver(),  # type: ignore[no-untyped-call]
+                    next_layer.NextLayer(), tlsconfig.TlsConfig(), addon)
+    mitm.options.update(  # type: ignore[no-untyped-call]
         stream_large_bodies=STREAM_THRESHOLD,
         connection_strategy="lazy",
         keep_host_header=True,  # the Host guard must see what the client sent

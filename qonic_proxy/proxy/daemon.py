@@ -115,7 +115,8 @@ class Daemon:
 
     def _proxyserver(self) -> proxyserver.Proxyserver:
         assert self._master is not None
-        return self._master.addons.get("proxyserver")
+        server: proxyserver.Proxyserver = self._master.addons.get("proxyserver")  # type: ignore[no-untyped-call]
+        return server
 
     def _check_listeners(self) -> None:
         for server in self._proxyserver().servers:
@@ -216,7 +217,7 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.tokens.close()
-        self._master.shutdown()
+        self._master.shutdown()  # type: ignore[no-untyped-call]
         if self._run_task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._run_task, 10)

@@ -33,10 +33,10 @@ class Guard:
 
     def cross_site_reason(self, headers: http.Headers) -> str | None:
         """Why a browser would call this request cross-site, or None when it is not."""
-        fetch_site = headers.get("sec-fetch-site")
+        fetch_site: str | None = headers.get("sec-fetch-site")
         if fetch_site is not None and fetch_site.strip().lower() not in SAME_ORIGIN_FETCH:
             return "Sec-Fetch-Site: " + fetch_site[:40]
-        origin = headers.get("origin")
+        origin: str | None = headers.get("origin")
         if origin is not None and not self._origin_allowed(origin):
             return "Origin: " + origin[:100]
         return None

@@ -66,7 +66,8 @@ def make_json_error_response(status_code: int, message: str = "") -> bytes:
             Cache_Control="no-store",
         ),
     )
-    return http1.assemble_response(response)
+    assembled: bytes = http1.assemble_response(response)  # type: ignore[no-untyped-call]
+    return assembled
 
 
 _original_read_headers = _http1.Http1Server.read_headers
@@ -98,7 +99,7 @@ def _bounded_read_headers(self: Any, event: events.Event) -> Generator[Any, Any,
     on to the body) or leaves everything in it; what is left is an unfinished head. Chunks are at
     most 64 KiB, so no head longer than the limit plus one chunk is ever buffered.
     """
-    inner = _original_read_headers(self, event)
+    inner = _original_read_headers(self, event)  # type: ignore[arg-type]
     reply: Any = None
     while True:
         try:
@@ -122,7 +123,7 @@ def _bounded_read_headers(self: Any, event: events.Event) -> Generator[Any, Any,
         yield commands.Log(f"closing a client connection: {message}")
         yield commands.SendData(self.conn, make_json_error_response(431, message))
         yield commands.CloseConnection(self.conn)
-        self.buf = _http1.ReceiveBuffer()
+        self.buf = _http1.ReceiveBuffer()  # type: ignore[attr-defined]
         self.state = self.done
 
 
@@ -151,7 +152,8 @@ def refuse_undecided_flood(nextlayer: layer.NextLayer) -> None:
     (allow_hosts is matched against it), buffering everything until then: a head without an end
     would grow without bound there, before the HTTP/1 reader and its limit are ever reached.
     """
-    if nextlayer.layer is None and len(nextlayer.data_client()) > MAX_REQUEST_HEAD:
+    undecided: bytes = nextlayer.data_client()  # type: ignore[no-untyped-call]
+    if nextlayer.layer is None and len(undecided) > MAX_REQUEST_HEAD:
         nextlayer.layer = _RefuseOversizedHead(nextlayer.context)
 
 

@@ -82,7 +82,7 @@ async def after_unauthorized(flow: http.HTTPFlow, *, tokens: TokenService, api_o
     if fresh is None or not replayable:
         metrics.rejected.inc("unauthorized_passed_through")
         return
-    headers = [(k, v) for k, v in request.headers.items(multi=True)
+    headers = [(k, v) for k, v in request.headers.items(multi=True)  # type: ignore[no-untyped-call]
                if k.lower() != "authorization"]
     headers.append(("Authorization", f"Bearer {fresh}"))
     if not any(k.lower() == "host" for k, _ in headers):

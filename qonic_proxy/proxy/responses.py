@@ -89,7 +89,7 @@ def answer_locally(flow: http.HTTPFlow, response: http.Response, metrics: Metric
     if flow.request.stream or declared_body_size(flow.request) > LOCAL_BODY_LIMIT:
         log.warning("closing the connection instead of answering (%s): the request body "
                     "is too large to read and drop", reason or "local answer")
-        flow.kill()
+        flow.kill()  # type: ignore[no-untyped-call]
         return
     flow.response = response
 
