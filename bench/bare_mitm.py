@@ -3,7 +3,7 @@
 Why: the benchmark's baseline (b). The difference between this and `qonic-proxy run` with the same
 config is what our addon, token service and logging cost; the difference between this and a
 direct request is mitmproxy's own cost. Same listeners, options, minimal addon set and logging
-set-up as `qonic_proxy.daemon.Daemon.start`; only `QonicAddon` and the in-flight counter are
+set-up as `qonic_proxy.proxy.assembly.build_master`; only `QonicAddon` and the in-flight counter are
 missing. Prints `bare-mitmproxy ready: reverse http://127.0.0.1:PORT [forward ...]`.
 """
 
@@ -15,19 +15,18 @@ import signal
 import sys
 from pathlib import Path
 
-from mitmproxy import master, options
+from mitmproxy import master
 from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
 
 from qonic_proxy.config.loader import load_config
-from qonic_proxy.hosts import Origin
 from qonic_proxy.logs import configure_logging
-from qonic_proxy.proxy.daemon import (
+from qonic_proxy.proxy.assembly import (
     STREAM_THRESHOLD,
-    intercept_pattern,
-    mitm_modes,
-    private_dir,
-    upstream_trust_file,
+    mitm_options,
+    prepare_ca_dir,
+    upstream_trust_bundle,
 )
+from qonic_proxy.trust import trust_roots
 
 
 class _Ready:
@@ -40,15 +39,8 @@ class _Ready:
 
 async def serve(config_path: Path) -> int:
     cfg = load_config(config_path, env={})
-    opts = options.Options(
-        mode=mitm_modes(cfg),
-        listen_host=cfg.proxy.listen_host,
-        confdir=str(private_dir(cfg.proxy.ca_dir)),
-        allow_hosts=[intercept_pattern(Origin.parse(cfg.qonic.api_url))],
-        ssl_insecure=False,
-        ssl_verify_upstream_trusted_ca=upstream_trust_file(cfg),
-        http2=False,
-    )
+    ca_dir = prepare_ca_dir(cfg)
+    opts = mitm_options(cfg, ca_dir, upstream_trust_bundle(trust_roots(cfg.qonic.ca_file), ca_dir))
     mitm = master.Master(opts, with_termlog=False)
     ready = _Ready()
     mitm.addons.add(core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(),

@@ -78,9 +78,9 @@ def one_addon() -> None:
 
 
 def no_streaming() -> None:
-    from qonic_proxy.proxy import daemon
+    from qonic_proxy.proxy import assembly
 
-    daemon.STREAM_THRESHOLD = None  # type: ignore[assignment]
+    assembly.STREAM_THRESHOLD = None  # type: ignore[assignment]
 
 
 TWEAKS = {"no-legacy-log": no_legacy_log, "one-addon": one_addon,

@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import hmac
 import logging
-import os
 import secrets
-import stat
 from pathlib import Path
 
 from qonic_proxy.errors import ConfigError
+from qonic_proxy.files import UnsafeFile, create_exclusive, read_private_file
 
 log = logging.getLogger("qonic_proxy.client_key")
 
@@ -38,29 +36,14 @@ def load_or_create_key(path: Path) -> str:
     proxy as us.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+        raw = read_private_file(path, limit=MAX_KEY_FILE, allow_root_owner=True)
+    except UnsafeFile as err:
+        raise _unsafe(path, err) from None
+    except OSError as err:
+        raise ConfigError(f"cannot read [proxy] client_key_file {path} ({err.strerror}); fix its "
+                          "permissions or path") from None
+    if raw is None:
         return _create_key(path)
-    except OSError as err:
-        raise ConfigError(f"cannot read [proxy] client_key_file {path} ({err.strerror}); fix its "
-                          "permissions or path") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"[proxy] client_key_file {path} is not a regular file; point it "
-                              "at a file holding the key")
-        if info.st_uid not in (os.getuid(), 0):
-            raise ConfigError(f"[proxy] client_key_file {path} belongs to another user (uid "
-                              f"{info.st_uid}); use a key file of your own")
-        if info.st_mode & 0o077:
-            raise ConfigError(f"[proxy] client_key_file {path} is readable by other users; run "
-                              f"`chmod 600 {path}`")
-        raw = os.read(fd, MAX_KEY_FILE + 1)
-    except OSError as err:
-        raise ConfigError(f"cannot read [proxy] client_key_file {path} ({err.strerror}); fix its "
-                          "permissions or path") from None
-    finally:
-        os.close(fd)
     try:
         key = raw.decode("utf-8").strip()
     except UnicodeDecodeError:
@@ -72,29 +55,31 @@ def load_or_create_key(path: Path) -> str:
     return key
 
 
+def _unsafe(path: Path, err: UnsafeFile) -> ConfigError:
+    """The sentence for each privacy rule a key file can break."""
+    if err.reason == UnsafeFile.FOREIGN:
+        return ConfigError(f"[proxy] client_key_file {path} belongs to another user (uid "
+                           f"{err.uid}); use a key file of your own")
+    if err.reason == UnsafeFile.LOOSE:
+        return ConfigError(f"[proxy] client_key_file {path} is readable by other users; run "
+                           f"`chmod 600 {path}`")
+    if err.reason == UnsafeFile.NOT_REGULAR:
+        return ConfigError(f"[proxy] client_key_file {path} is not a regular file; point it "
+                           "at a file holding the key")
+    return ConfigError(f"[proxy] client_key_file {path} is {err.reason}, which is not trusted; "
+                       "point it at a regular file holding the key")
+
+
 def _create_key(path: Path) -> str:
     """Write a new key to a private temp file, then link it into place (atomic, no overwrite)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     key = secrets.token_urlsafe(32)
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)
-        try:
-            os.write(fd, (key + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(temp, path)  # fails if another process created the key meanwhile
-        except FileExistsError:
-            return load_or_create_key(path)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not create_exclusive(path, (key + "\n").encode()):
+            return load_or_create_key(path)  # another process created the key meanwhile
     except OSError as err:
         raise ConfigError(f"cannot create [proxy] client_key_file {path} ({err.strerror}); "
                           "create it yourself with a random key, mode 0600") from None
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
     log.warning("generated a new client key in %s; clients must present it", path)
     return key
 

@@ -1,8 +1,6 @@
-"""Assembles mitmproxy around our addon and runs it: listeners, readiness, signals, shutdown.
+"""Runs one qonic-proxy: start (token, listeners, readiness), status, refresh-ahead, signals, stop.
 
-We build a bare `Master` with only the four addons a proxy needs (core, proxyserver, next_layer,
-tlsconfig) instead of DumpMaster: no console, no flow storage, no ErrorCheck that calls
-sys.exit() behind our back, so a busy port becomes our own one-sentence error.
+How mitmproxy is put together around our addon lives in `assembly`; this module is the lifecycle.
 """
 
 from __future__ import annotations
@@ -11,105 +9,35 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import signal
-import ssl
 import sys
 import time
 import webbrowser
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import certifi
-from mitmproxy import log as mitmproxy_log
-from mitmproxy import master, options
-from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
-from mitmproxy.proxy import mode_specs
+from mitmproxy import master
+from mitmproxy.addons import proxyserver
 
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import QonicProxyError
 from qonic_proxy.hosts import Origin, is_loopback_host
 from qonic_proxy.metrics import Metrics
-from qonic_proxy.proxy import error_pages
-from qonic_proxy.proxy.addon import Guard, ListenerInfo, QonicAddon
+from qonic_proxy.proxy.addon import QonicAddon
+from qonic_proxy.proxy.assembly import STREAM_THRESHOLD, build_master
 from qonic_proxy.proxy.client_key import load_or_create_key
+from qonic_proxy.proxy.guard import Guard
+from qonic_proxy.proxy.listeners import ListenerInfo
 from qonic_proxy.sdnotify import Notifier
 from qonic_proxy.tokens.service import TokenService
 from qonic_proxy.tokens.store import TokenStore, cache_key
+from qonic_proxy.trust import ssl_context, trust_roots
 
 log = logging.getLogger("qonic_proxy.daemon")
 
-STREAM_THRESHOLD = "1m"  # bodies above this stream through instead of being buffered
+__all__ = ["STREAM_THRESHOLD", "Daemon", "serve"]
+
 SHUTDOWN_GRACE = 30.0  # seconds in-flight requests get to finish after SIGTERM
-
-
-def private_dir(path: Path) -> Path:
-    """Create `path` (and parents) with mode 0700; tighten it when it is ours and looser."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if path.stat().st_uid == os.getuid() and path.stat().st_mode & 0o077:
-        path.chmod(0o700)
-    return path
-
-
-def upstream_trust_file(cfg: Config) -> str | None:
-    """The CA bundle mitmproxy verifies Qonic with: the public CAs plus `[qonic] ca_file`.
-
-    mitmproxy's option *replaces* the trust store, but ca_file is meant to *add* a CA (a
-    corporate proxy CA, the sandbox's CA), so we write the union next to the interception CA.
-    """
-    if cfg.qonic.ca_file is None:
-        return None
-    bundle = private_dir(cfg.proxy.ca_dir) / "upstream-trust.pem"
-    extra = cfg.qonic.ca_file.read_bytes()
-    public = Path(certifi.where()).read_bytes()
-    tmp = bundle.with_suffix(".tmp")
-    tmp.write_bytes(public.rstrip(b"\n") + b"\n" + extra)
-    tmp.replace(bundle)
-    return str(bundle)
-
-
-def mitm_modes(cfg: Config) -> list[str]:
-    modes = [f"reverse:{cfg.qonic.api_url}@{cfg.proxy.port}"]
-    if cfg.proxy.forward_port:
-        modes.append(f"regular@{cfg.proxy.forward_port}")
-    return modes
-
-
-def tcp_only_reverse_listener() -> None:
-    """Make mitmproxy's `reverse:https://...` listener TCP only (idempotent).
-
-    mitmproxy also binds UDP on that port for HTTP/3, served by Rust threads of mitmproxy_rs.
-    We never advertise HTTP/3, and those threads outlive the event loop: at interpreter exit
-    they could still call into Python, and about one stop in five ended in a segfault (exit
-    -11 instead of 0, which systemd counts as a failure). No UDP server, no Rust threads.
-    """
-    if getattr(mode_specs.ReverseMode, "_qonic_tcp_only", False):
-        return
-    original = mode_specs.ReverseMode.__post_init__
-
-    def post_init(self: mode_specs.ReverseMode) -> None:
-        original(self)
-        if self.scheme == "https" and self.transport_protocol == "both":
-            object.__setattr__(self, "transport_protocol", "tcp")
-
-    mode_specs.ReverseMode.__post_init__ = post_init  # type: ignore[method-assign]
-    mode_specs.ReverseMode._qonic_tcp_only = True  # type: ignore[attr-defined]
-
-
-def intercept_pattern(origin: Origin) -> str:
-    """allow_hosts regex: only the API's exact host:port is TLS-intercepted; the rest tunnels."""
-    return f"^{re.escape(origin.host)}:{origin.port}$"
-
-
-def drop_legacy_log_bridge() -> None:
-    """Remove the root-logger handler mitmproxy installs to turn every log record into a
-    deprecated `add_log` event sent to each addon: nothing uses it, and it cost ~67 µs per
-    request (our access-log line included). Measured with bench/addon_cost.py."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if isinstance(handler, mitmproxy_log.LegacyLogEvents):
-            root.removeHandler(handler)
 
 
 class Daemon:
@@ -153,39 +81,15 @@ class Daemon:
         if not is_loopback_host(self.cfg.proxy.listen_host):
             log.warning("LISTENING ON %s, NOT LOOPBACK: other machines can reach this proxy; "
                         "each request must carry the client key", self.cfg.proxy.listen_host)
-        trust = upstream_trust_file(self.cfg)
-        error_pages.install()
-        opts = options.Options(
-            mode=mitm_modes(self.cfg),
-            listen_host=self.cfg.proxy.listen_host,
-            confdir=str(private_dir(self.cfg.proxy.ca_dir)),
-            allow_hosts=[intercept_pattern(self.api_origin)],
-            ssl_insecure=False,
-            ssl_verify_upstream_trusted_ca=trust,
-            http2=False,
-        )
-        tcp_only_reverse_listener()
-        self._master = master.Master(opts, with_termlog=False)
-        drop_legacy_log_bridge()
+        roots = trust_roots(self.cfg.qonic.ca_file)  # mitmproxy and the 401 replay alike
         guard = Guard(allowed_hosts=frozenset(self.cfg.proxy.allowed_hosts),
                       listeners=self.listeners)
         self.addon = QonicAddon(
             api_origin=self.api_origin, tokens=self.tokens, metrics=self.metrics,
             guard=guard, listeners=self.listeners, status_extra=self._listener_status,
-            upstream_tls=ssl.create_default_context(cafile=trust or certifi.where()), key=key,
-            on_running=self.readiness.set,
+            upstream_tls=ssl_context(roots), key=key, on_running=self.readiness.set,
         )
-        # One addon of ours, not three: mitmproxy visits every addon for every event (~9 µs
-        # each), so readiness and the in-flight count live in QonicAddon too.
-        self._master.addons.add(
-            core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(),
-            tlsconfig.TlsConfig(), self.addon,
-        )
-        self._master.options.update(
-            stream_large_bodies=STREAM_THRESHOLD,
-            connection_strategy="lazy",
-            keep_host_header=True,  # the Host guard must see what the client sent
-        )
+        self._master = build_master(self.cfg, self.addon, roots)
         self._run_task = asyncio.get_running_loop().create_task(self._master.run())
         waiter = asyncio.get_running_loop().create_task(self.readiness.wait())
         await asyncio.wait({waiter, self._run_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -211,7 +115,8 @@ class Daemon:
 
     def _proxyserver(self) -> proxyserver.Proxyserver:
         assert self._master is not None
-        return self._master.addons.get("proxyserver")
+        server: proxyserver.Proxyserver = self._master.addons.get("proxyserver")  # type: ignore[no-untyped-call]
+        return server
 
     def _check_listeners(self) -> None:
         for server in self._proxyserver().servers:
@@ -312,7 +217,7 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.tokens.close()
-        self._master.shutdown()
+        self._master.shutdown()  # type: ignore[no-untyped-call]
         if self._run_task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._run_task, 10)

@@ -9,9 +9,21 @@ which succeeds because the token was refreshed already.
 
 from __future__ import annotations
 
-import http.client
+import asyncio
+import logging
 import ssl
 from dataclasses import dataclass
+from http import client as http_client
+
+from mitmproxy import http
+
+from qonic_proxy.hosts import Origin
+from qonic_proxy.metrics import Metrics
+from qonic_proxy.proxy.flow_state import flow_state
+from qonic_proxy.proxy.responses import login_required, short_path
+from qonic_proxy.tokens.service import TokenService
+
+log = logging.getLogger("qonic_proxy.proxy")
 
 MAX_RETRY_RESPONSE = 16 * 1024 * 1024
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
@@ -30,7 +42,7 @@ def resend(*, host: str, port: int, context: ssl.SSLContext, method: str, target
            headers: list[tuple[str, str]], body: bytes | None, timeout: float = 60,
            ) -> RetryAnswer | None:
     """Blocking (run it in a thread). None when the answer is too large to hold."""
-    connection = http.client.HTTPSConnection(host, port, context=context, timeout=timeout)
+    connection = http_client.HTTPSConnection(host, port, context=context, timeout=timeout)
     try:
         connection.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
         for name, value in headers:
@@ -51,3 +63,39 @@ def resend(*, host: str, port: int, context: ssl.SSLContext, method: str, target
         return RetryAnswer(response.status, response.reason, kept, data)
     finally:
         connection.close()
+
+
+async def after_unauthorized(flow: http.HTTPFlow, *, tokens: TokenService, api_origin: Origin,
+                             context: ssl.SSLContext, metrics: Metrics) -> None:
+    """Qonic said 401 to a token we sent: refresh once, then replay once if we can."""
+    state = flow_state(flow)
+    if not state.token or state.retried:
+        return
+    state.retried = True
+    fresh = await tokens.refresh(state.token, force=True)
+    if fresh is None and tokens.tokens is None:
+        # the grant is gone: say what to do, as every following request will
+        flow.response = login_required(tokens.what_to_do())
+        return
+    request = flow.request
+    replayable = request.raw_content is not None and not request.stream
+    if fresh is None or not replayable:
+        metrics.rejected.inc("unauthorized_passed_through")
+        return
+    headers = [(k, v) for k, v in request.headers.items(multi=True)  # type: ignore[no-untyped-call]
+               if k.lower() != "authorization"]
+    headers.append(("Authorization", f"Bearer {fresh}"))
+    if not any(k.lower() == "host" for k, _ in headers):
+        headers.insert(0, ("Host", api_origin.authority))
+    answer = await asyncio.to_thread(
+        resend, host=api_origin.host, port=api_origin.port, context=context,
+        method=request.method, target=request.path, headers=headers, body=request.raw_content)
+    if answer is None:
+        log.info("the retried answer is too large to hold; the client gets the 401 and "
+                 "its own retry will use the refreshed token")
+        return
+    flow.response = http.Response.make(answer.status, answer.body, answer.headers)
+    flow.response.reason = answer.reason
+    state.replayed = True
+    log.info("retried %s %s once with a refreshed token: %d", request.method,
+             short_path(request), answer.status)

@@ -1,4 +1,4 @@
-"""Patches to mitmproxy's HTTP/1 server side: JSON error answers and a bound on request heads.
+"""Every mitmproxy internal we patch, in one place, for the versions we know (KNOWN_VERSIONS).
 
 1. mitmproxy writes its own error answers (502 upstream down, TLS failure, bad request) as small
    HTML pages from one module-level function of its HTTP/1 layer, with no hook to change them.
@@ -12,26 +12,34 @@
    is complete; `refuse_undecided_flood` (called from our addon's `next_layer` hook) bounds that.
 3. The same wrapper marks origin-form requests on the forward listener (see
    `is_non_proxy_request`), because mitmproxy erases the difference before any hook runs.
+4. `tcp_only_reverse_listener`: no UDP (HTTP/3) server beside the reverse listener.
+5. `drop_legacy_log_bridge`: no deprecated `add_log` event for every log record.
 
-These are the only mitmproxy internals we patch; the end-to-end tests ("upstream down",
-"untrusted upstream certificate", "oversized request headers") cover them on both supported
-mitmproxy versions.
+`install()` applies 1-4 and checks `mitmproxy.version.VERSION`: on a version not listed in
+KNOWN_VERSIONS it logs one warning line and goes on. The end-to-end tests ("upstream down",
+"untrusted upstream certificate", "oversized request headers") cover the patches on both
+supported mitmproxy versions.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import weakref
 from collections.abc import Generator
 from typing import Any
 
 from mitmproxy import http, version
+from mitmproxy import log as mitmproxy_log
 from mitmproxy.net.http import http1
-from mitmproxy.proxy import commands, events, layer
+from mitmproxy.proxy import commands, events, layer, mode_specs
 from mitmproxy.proxy.layers.http import HttpLayer, HTTPMode, _http1
 from mitmproxy.proxy.layers.http._base import ReceiveHttp
 from mitmproxy.proxy.layers.http._events import RequestHeaders
 
+log = logging.getLogger("qonic_proxy.proxy")
+
+KNOWN_VERSIONS = ("11.0.", "12.")  # mitmproxy releases these patches were checked against
 MAX_REQUEST_HEAD = 64 * 1024  # request line + headers; browsers and curl send a few KiB
 
 _WHAT_TO_DO = {
@@ -58,7 +66,8 @@ def make_json_error_response(status_code: int, message: str = "") -> bytes:
             Cache_Control="no-store",
         ),
     )
-    return http1.assemble_response(response)
+    assembled: bytes = http1.assemble_response(response)  # type: ignore[no-untyped-call]
+    return assembled
 
 
 _original_read_headers = _http1.Http1Server.read_headers
@@ -90,7 +99,7 @@ def _bounded_read_headers(self: Any, event: events.Event) -> Generator[Any, Any,
     on to the body) or leaves everything in it; what is left is an unfinished head. Chunks are at
     most 64 KiB, so no head longer than the limit plus one chunk is ever buffered.
     """
-    inner = _original_read_headers(self, event)
+    inner = _original_read_headers(self, event)  # type: ignore[arg-type]
     reply: Any = None
     while True:
         try:
@@ -114,7 +123,7 @@ def _bounded_read_headers(self: Any, event: events.Event) -> Generator[Any, Any,
         yield commands.Log(f"closing a client connection: {message}")
         yield commands.SendData(self.conn, make_json_error_response(431, message))
         yield commands.CloseConnection(self.conn)
-        self.buf = _http1.ReceiveBuffer()
+        self.buf = _http1.ReceiveBuffer()  # type: ignore[attr-defined]
         self.state = self.done
 
 
@@ -143,11 +152,63 @@ def refuse_undecided_flood(nextlayer: layer.NextLayer) -> None:
     (allow_hosts is matched against it), buffering everything until then: a head without an end
     would grow without bound there, before the HTTP/1 reader and its limit are ever reached.
     """
-    if nextlayer.layer is None and len(nextlayer.data_client()) > MAX_REQUEST_HEAD:
+    undecided: bytes = nextlayer.data_client()  # type: ignore[no-untyped-call]
+    if nextlayer.layer is None and len(undecided) > MAX_REQUEST_HEAD:
         nextlayer.layer = _RefuseOversizedHead(nextlayer.context)
 
 
+def tcp_only_reverse_listener() -> None:
+    """Make mitmproxy's `reverse:https://...` listener TCP only (idempotent).
+
+    mitmproxy also binds UDP on that port for HTTP/3, served by Rust threads of mitmproxy_rs.
+    We never advertise HTTP/3, and those threads outlive the event loop: at interpreter exit
+    they could still call into Python, and about one stop in five ended in a segfault (exit
+    -11 instead of 0, which systemd counts as a failure). No UDP server, no Rust threads.
+    """
+    if getattr(mode_specs.ReverseMode, "_qonic_tcp_only", False):
+        return
+    original = mode_specs.ReverseMode.__post_init__
+
+    def post_init(self: mode_specs.ReverseMode) -> None:
+        original(self)
+        if self.scheme == "https" and self.transport_protocol == "both":
+            object.__setattr__(self, "transport_protocol", "tcp")
+
+    mode_specs.ReverseMode.__post_init__ = post_init  # type: ignore[method-assign]
+    mode_specs.ReverseMode._qonic_tcp_only = True  # type: ignore[attr-defined]
+
+
+def drop_legacy_log_bridge() -> None:
+    """Remove the root-logger handler mitmproxy installs to turn every log record into a
+    deprecated `add_log` event sent to each addon: nothing uses it, and it cost ~67 µs per
+    request (our access-log line included). Measured with bench/addon_cost.py. Call it after
+    creating the Master (which installs the handler)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, mitmproxy_log.LegacyLogEvents):
+            root.removeHandler(handler)
+
+
+_version_checked = False
+
+
+def check_version(running: str = version.VERSION) -> bool:
+    """True for a mitmproxy version these patches know; otherwise warn, once per process."""
+    global _version_checked
+    if running.startswith(KNOWN_VERSIONS):
+        return True
+    if not _version_checked:
+        _version_checked = True
+        log.warning("mitmproxy %s is not a version qonic-proxy was tested with (%s); if "
+                    "requests fail, install one of those", running,
+                    ", ".join(v + "x" for v in KNOWN_VERSIONS))
+    return False
+
+
 def install() -> None:
-    """Idempotent: point mitmproxy's HTTP/1 error writer and head reader at ours."""
+    """Idempotent: point mitmproxy's HTTP/1 error writer and head reader at ours, make the
+    reverse listener TCP only, and warn (once) on an unknown mitmproxy version."""
+    check_version()
     _http1.make_error_response = make_json_error_response
     _http1.Http1Server.read_headers = _bounded_read_headers  # type: ignore[method-assign]
+    tcp_only_reverse_listener()

@@ -248,3 +248,21 @@ def test_demo_runs_once_and_falls_back_to_free_ports(world: World):
     listening = next(line for line in result.stdout.splitlines() if "is listening" in line)
     forward_port = int(listening.rsplit(":", 1)[1])
     assert forward_port not in (0, int(ports[1]))
+
+
+def test_api_trusts_a_ca_given_only_through_ssl_cert_file(world: World,
+                                                          daemons: list[DaemonProcess]):
+    """One trust decision: the system store (here $SSL_CERT_FILE) counts for mitmproxy too."""
+    import certifi
+
+    bundle = world.tmp / "system-bundle.pem"
+    bundle.write_bytes(Path(certifi.where()).read_bytes().rstrip(b"\n") + b"\n"
+                       + world.sandbox.ca_file.read_bytes())
+    del world.config["qonic"]["ca_file"]  # trusted only through the daemon's environment
+    daemon = world.daemon(env=world.env(SSL_CERT_FILE=str(bundle)))
+    daemons.append(daemon)
+    daemon.wait_ready()
+    daemon.wait_logged_in()
+    status, _, body = http_request(daemon.reverse_url + "/v1/projects")  # through mitmproxy
+    assert status == 200, body[:300]
+    assert any(p["id"] == "p-1001" for p in json.loads(body))

@@ -8,9 +8,7 @@ LOCALHOST, trailing dots) and suffix tricks can be told apart from the real orig
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import json
 import os
 import signal
@@ -20,167 +18,39 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mitmproxy.proxy.mode_specs import ProxyMode
-from mitmproxy.test import tflow, tutils
 
-from qonic_proxy.errors import ConfigError, QonicProxyError
-from qonic_proxy.hosts import Origin
-from qonic_proxy.metrics import Metrics
+from qonic_proxy.errors import QonicProxyError
 from qonic_proxy.oauth.client import TokenSet
 from qonic_proxy.proxy import client_key
-from qonic_proxy.proxy.addon import Guard, ListenerInfo, QonicAddon
 from qonic_proxy.tokens.store import TokenStore
 from tests.harness import (
     TESTS,
-    Bystander,
     DaemonProcess,
     World,
     curl,
     free_port,
     http_request,
-    make_world,
     run_cli,
-    start_bystander,
     wait_for,
     write_toml,
 )
+from tests.proxy.lab import (
+    ROOT,
+    Lab,
+    _health_latency,
+    _key,
+    api_traffic,
+    no_cors,
+    parse_response,
+    port_of,
+    raw_exchange,
+)
 
 pytestmark = pytest.mark.e2e
-
-ROOT = TESTS.parent
-
-
-# ----- helpers ---------------------------------------------------------------------------------
-def port_of(url: str) -> int:
-    return int(url.rsplit(":", 1)[1].split("/", 1)[0])
-
-
-def raw_exchange(port: int, data: bytes, *, timeout: float = 10.0) -> bytes:
-    """Send bytes that well-behaved clients refuse to send; return everything until close."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            sock.sendall(data)
-        received = b""
-        try:
-            while chunk := sock.recv(65536):
-                received += chunk
-                if _complete(received):  # keep-alive answers (e.g. a 407) do not close
-                    break
-        except (ConnectionResetError, TimeoutError):
-            pass
-    return received
-
-
-def _complete(received: bytes) -> bool:
-    head, found, body = received.partition(b"\r\n\r\n")
-    if not found:
-        return False
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return len(body) >= int(value)
-    return False
-
-
-def parse_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
-    head, _, body = raw.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1]) if lines and lines[0].startswith("HTTP/") else 0
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return status, headers, body
-
-
-def no_cors(headers: dict[str, str]) -> bool:
-    return not any(k.lower().startswith("access-control-") for k in headers)
-
-
-def api_traffic(world: World) -> tuple[Any, ...]:
-    stats = world.sandbox.stats()
-    return (stats["api"], stats["authorization_headers_seen"])
-
-
-@dataclass
-class Lab:
-    world: World
-    daemon: DaemonProcess
-    bystander: Bystander
-    api: str  # https://localhost:PORT
-
-    @property
-    def api_port(self) -> int:
-        return port_of(self.api)
-
-    @property
-    def reverse_port(self) -> int:
-        return port_of(self.daemon.reverse_url)
-
-    @property
-    def forward_port(self) -> int:
-        return port_of(self.daemon.forward_url)
-
-    def via_forward(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return curl("--proxy", self.daemon.forward_url, "--cacert", str(self.world.proxy_ca),
-                    *args, timeout=20)
-
-
-def _start_lab(tmp: Path, *, key: bool) -> Lab:
-    bystander = start_bystander(tmp)
-    world = make_world(tmp, export_redirect_url=bystander.plain + "/exported.ifc")
-    api = world.sandbox.url.replace("127.0.0.1", "localhost")
-    world.config["qonic"]["api_url"] = api
-    if key:
-        world.config["proxy"]["client_key_file"] = str(tmp / "keys" / "client.key")
-    daemon = world.daemon()
-    try:
-        daemon.wait_ready()
-
-        def logged_in() -> bool:
-            headers = {}
-            if key:
-                headers[client_key.KEY_HEADER] = (tmp / "keys" / "client.key").read_text().strip()
-            return http_request(daemon.reverse_url + "/-/health", headers=headers)[0] == 200
-
-        wait_for(logged_in, 30, "the daemon to be logged in")
-    except BaseException:
-        daemon.stop()
-        world.sandbox.stop()
-        bystander.stop()
-        raise
-    return Lab(world, daemon, bystander, api)
-
-
-@contextlib.contextmanager
-def _running_lab(tmp: Path, *, key: bool) -> Iterator[Lab]:
-    lab = _start_lab(tmp, key=key)
-    try:
-        yield lab
-    finally:
-        lab.daemon.stop()
-        lab.world.sandbox.stop()
-        lab.bystander.stop()
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """A logged-in daemon (no client key) with both listeners, API by name, and a bystander."""
-    with _running_lab(tmp_path_factory.mktemp("lab"), key=False) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """Like `lab`, with `[proxy] client_key_file` (generated by the daemon at start)."""
-    with _running_lab(tmp_path_factory.mktemp("keyed"), key=True) as running:
-        yield running
 
 
 # ===== 1. Token destination ====================================================================
@@ -268,64 +138,6 @@ def test_export_redirect_is_passed_to_the_client_not_followed(lab: Lab):
     assert "authorization" not in arrived[0]["headers"]
 
 
-def _decide(host: str, *, scheme: str = "https", port: int = 443, mode: str = "regular",
-            ) -> tuple[str | None, int | None]:
-    """Run the addon's request hook in-process on a synthetic flow: (Authorization, status)."""
-
-    class Tokens:
-        login_pending = False
-
-        async def get_access_token(self) -> str:
-            return "the-token"
-
-        def offer_login(self) -> None:
-            pass
-
-        def what_to_do(self) -> str:
-            return ""
-
-    listeners = ListenerInfo(reverse_port=8080, forward_port=8081)
-    addon = QonicAddon(
-        api_origin=Origin.parse("https://api.qonic.com"),
-        tokens=Tokens(),  # type: ignore[arg-type]
-        metrics=Metrics(lambda: None), listeners=listeners,
-        upstream_tls=ssl.create_default_context(),
-        guard=Guard(allowed_hosts=frozenset({"localhost", "127.0.0.1"}), listeners=listeners),
-    )
-    flow = tflow.tflow(req=tutils.treq(scheme=scheme, host=host, port=port, authority=b"",
-                                       headers=[(b"host", host.encode("idna"))]))
-    flow.client_conn.proxy_mode = ProxyMode.parse(mode)
-    asyncio.run(addon.requestheaders(flow))
-    status = flow.response.status_code if flow.response is not None else None
-    return flow.request.headers.get("authorization"), status
-
-
-@pytest.mark.parametrize(("host", "port", "scheme", "earns"), [
-    ("api.qonic.com", 443, "https", True),
-    ("API.Qonic.COM", 443, "https", True),
-    ("api.qonic.com.", 443, "https", True),
-    ("api.qonic.com.evil", 443, "https", False),
-    ("evilapi.qonic.com", 443, "https", False),
-    ("api.qonic.com.evil.example", 443, "https", False),
-    ("qonic.com", 443, "https", False),
-    ("api.qonic.com", 8443, "https", False),
-    ("api.qonіc.com", 443, "https", False),  # Cyrillic i: a different IDNA name
-    ("xn--api-qonic-com", 443, "https", False),
-])
-def test_origin_comparison_is_exact(host: str, port: int, scheme: str, earns: bool):
-    authorization, _ = _decide(host, port=port, scheme=scheme)
-    assert (authorization == "Bearer the-token") is earns
-
-
-def test_idna_names_compare_in_their_ascii_form():
-    assert Origin.parse("https://bücher.example").host == "xn--bcher-kva.example"
-    assert Origin.parse("https://BÜCHER.example.").host == "xn--bcher-kva.example"
-
-
-def test_plain_http_to_the_api_name_is_refused_in_process():
-    authorization, status = _decide("api.qonic.com", scheme="http", port=80)
-    assert authorization is None and status == 403
-
 
 # ===== 2. Browser attacks ======================================================================
 @pytest.mark.parametrize(("name", "extra"), [
@@ -390,29 +202,8 @@ def test_cross_site_request_through_the_forward_proxy_is_refused(lab: Lab):
     assert api_traffic(lab.world) == before
 
 
-def test_cors_headers_of_the_api_are_stripped_from_token_answers():
-    """Whatever CORS policy the API has for its own web app, no page may read our answers."""
-    from qonic_proxy.proxy.addon import _strip_cors
-
-    flow = tflow.tflow(resp=True)
-    flow.client_conn.proxy_mode = ProxyMode.parse("regular")
-    flow.metadata["qonic_token"] = "t"
-    flow.response.headers["Access-Control-Allow-Origin"] = "*"
-    flow.response.headers["access-control-allow-credentials"] = "true"
-    flow.response.headers["Access-Control-Expose-Headers"] = "x"
-    _strip_cors(flow)
-    assert no_cors(dict(flow.response.headers))
-    untouched = tflow.tflow(resp=True)  # a tunnelled/other host's answer: passes untouched
-    untouched.client_conn.proxy_mode = ProxyMode.parse("regular")
-    untouched.response.headers["Access-Control-Allow-Origin"] = "*"
-    _strip_cors(untouched)
-    assert untouched.response.headers["Access-Control-Allow-Origin"] == "*"
-
 
 # ===== 3. Other local users: the client key ====================================================
-def _key(lab: Lab) -> str:
-    return (lab.world.tmp / "keys" / "client.key").read_text().strip()
-
 
 def test_generated_key_file_is_private(keyed: Lab):
     path = keyed.world.tmp / "keys" / "client.key"
@@ -496,20 +287,6 @@ def test_connect_with_undecodable_proxy_authorization_is_refused(keyed: Lab):
     assert parse_response(raw)[0] == 407
 
 
-def test_key_comparison_is_constant_time(monkeypatch: pytest.MonkeyPatch):
-    calls: list[tuple[bytes, bytes]] = []
-    real = client_key.hmac.compare_digest
-
-    def spy(a: bytes, b: bytes) -> bool:
-        calls.append((a, b))
-        return real(a, b)
-
-    monkeypatch.setattr(client_key.hmac, "compare_digest", spy)
-    assert client_key.matches("k" * 32, "k" * 32)
-    assert not client_key.matches("k" * 32, "k")
-    assert not client_key.matches("k" * 32, "\udcff")  # undecodable header bytes: no crash
-    assert len(calls) == 3 and all(len(a) == len(b) == 32 for a, b in calls)
-
 
 def test_non_loopback_listen_without_key_exits_78(tmp_path: Path):
     config = {
@@ -526,41 +303,6 @@ def test_non_loopback_listen_without_key_exits_78(tmp_path: Path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "client_key_file" in lines[0] and "Traceback" not in result.stderr
 
-
-@pytest.mark.parametrize("problem", ["loose", "foreign", "short"])
-def test_bad_key_files_are_refused(tmp_path: Path, problem: str):
-    path = tmp_path / "client.key"
-    path.write_text("k" * (8 if problem == "short" else 40))
-    path.chmod(0o644 if problem == "loose" else 0o600)
-    if problem == "foreign":
-        if os.getuid() != 0:
-            pytest.skip("needs root to give a file to another user")
-        os.chown(path, 4242, 4242)
-    with pytest.raises(ConfigError) as err:
-        client_key.load_or_create_key(path)
-    assert str(path) in str(err.value) and "k" * 8 not in str(err.value)
-
-
-def test_key_file_is_created_without_a_readable_window(tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch):
-    opened: list[tuple[str, int, int]] = []
-    real_open = os.open
-
-    def spy(path: Any, flags: int, mode: int = 0o777, **kw: Any) -> int:
-        opened.append((str(path), flags, mode))
-        return real_open(path, flags, mode, **kw)
-
-    monkeypatch.setattr(os, "open", spy)
-    old = os.umask(0)
-    try:
-        key = client_key.load_or_create_key(tmp_path / "new" / "client.key")
-    finally:
-        os.umask(old)
-    created = [(p, f, m) for p, f, m in opened if f & os.O_CREAT]
-    assert created and all(f & os.O_EXCL and m == 0o600 for _, f, m in created)
-    assert stat.S_IMODE((tmp_path / "new" / "client.key").stat().st_mode) == 0o600
-    assert client_key.load_or_create_key(tmp_path / "new" / "client.key") == key
-    assert [p.name for p in (tmp_path / "new").iterdir()] == ["client.key"]  # no temp left
 
 
 # ===== 4. Secrets never leak ===================================================================
@@ -749,12 +491,6 @@ def test_cache_with_loose_permissions_or_another_owner_is_refused(tmp_path: Path
 
 
 # ===== 6. Bad input at the listeners ===========================================================
-def _health_latency(lab: Lab) -> float:
-    started = time.monotonic()
-    status, _, _ = http_request(lab.daemon.reverse_url + "/-/health", timeout=5)
-    assert status == 200
-    return time.monotonic() - started
-
 
 def test_oversized_request_headers_are_refused_with_431(lab: Lab):
     for port in (lab.reverse_port, lab.forward_port):
@@ -816,3 +552,4 @@ def test_forward_mode_refuses_an_untrusted_api_certificate(lab: Lab, daemons: li
     body = json.loads(result.stdout.split("\n\n", 1)[1])
     assert body["error"] == "upstream_error" and "certificate" in body["message"].lower()
     assert api_traffic(lab.world)[1] == seen  # the token never reached the server
+

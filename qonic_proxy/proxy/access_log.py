@@ -1,0 +1,64 @@
+"""The access-log line and the request metrics, once per flow when it ends."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from mitmproxy import http
+from mitmproxy.proxy.mode_specs import ReverseMode
+
+from qonic_proxy.metrics import Metrics
+from qonic_proxy.proxy.flow_state import flow_state
+
+access_log = logging.getLogger("qonic_proxy.access")
+
+
+def upstream_answered(flow: http.HTTPFlow, metrics: Metrics) -> None:
+    """responseheaders: how long the API took to start answering."""
+    sent = flow_state(flow).sent
+    if sent is not None and flow.response is not None:
+        metrics.upstream_latency.observe(max(0.0, time.monotonic() - sent))
+
+
+def observe(flow: http.HTTPFlow, status: int, metrics: Metrics) -> bool:
+    """Count and log the flow; True the first time (the flow was in flight until now)."""
+    state = flow_state(flow)
+    started, state.started = state.started, None
+    listener = "reverse" if isinstance(flow.client_conn.proxy_mode, ReverseMode) else "forward"
+    metrics.requests.inc(listener, f"{status // 100}xx" if status else "error")
+    duration_ms = (time.monotonic() - started) * 1000 if started is not None else 0.0
+    response = flow.response
+    size = body_size(response) if response is not None else 0
+    target = loggable_target(flow)
+    access_log.info(
+        "%s %s %s %d %.1fms %sB%s",
+        listener,
+        flow.request.method,
+        target,
+        status,
+        duration_ms,
+        size if size is not None else "?",
+        "" if flow.error is None else f" error={flow.error.msg[:200]!r}",
+        extra={"method": flow.request.method, "path": target, "status": status,
+               "duration_ms": round(duration_ms, 1), "bytes": size,
+               "listener": listener, "token": bool(state.token)},
+    )
+    return started is not None
+
+
+def body_size(response: http.Response) -> int | None:
+    if response.raw_content is not None:
+        return len(response.raw_content)
+    try:
+        return int(response.headers["content-length"])
+    except (KeyError, ValueError):
+        return None
+
+
+def loggable_target(flow: http.HTTPFlow) -> str:
+    """Host (forward mode only) and path without the query string: queries can carry secrets."""
+    path = flow.request.path.split("?", 1)[0][:300]
+    if isinstance(flow.client_conn.proxy_mode, ReverseMode):
+        return path
+    return f"{flow.request.scheme}://{flow.request.pretty_host}{path}"

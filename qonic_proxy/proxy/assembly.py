@@ -1,0 +1,89 @@
+"""Assembles mitmproxy around our addon: options, the addon list, listener modes, interception.
+
+We build a bare `Master` with only the four addons a proxy needs (core, proxyserver, next_layer,
+tlsconfig) instead of DumpMaster: no console, no flow storage, no ErrorCheck that calls
+sys.exit() behind our back, so a busy port becomes our own one-sentence error.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from mitmproxy import master, options
+from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
+
+from qonic_proxy.config.model import Config
+from qonic_proxy.errors import QonicProxyError
+from qonic_proxy.files import UnsafeFile, ensure_private_dir
+from qonic_proxy.hosts import Origin
+from qonic_proxy.proxy import mitm_patches
+from qonic_proxy.trust import TrustRoots, write_bundle
+
+STREAM_THRESHOLD = "1m"  # bodies above this stream through instead of being buffered
+TRUST_BUNDLE = "upstream-trust.pem"  # beside the interception CA in [proxy] ca_dir
+
+
+def mitm_modes(cfg: Config) -> list[str]:
+    modes = [f"reverse:{cfg.qonic.api_url}@{cfg.proxy.port}"]
+    if cfg.proxy.forward_port:
+        modes.append(f"regular@{cfg.proxy.forward_port}")
+    return modes
+
+
+def intercept_pattern(origin: Origin) -> str:
+    """allow_hosts regex: only the API's exact host:port is TLS-intercepted; the rest tunnels."""
+    return f"^{re.escape(origin.host)}:{origin.port}$"
+
+
+def prepare_ca_dir(cfg: Config) -> Path:
+    """`[proxy] ca_dir`, created 0700 (it holds the interception CA's private key)."""
+    folder = cfg.proxy.ca_dir
+    try:
+        ensure_private_dir(folder)
+    except UnsafeFile as err:
+        raise QonicProxyError(
+            f"[proxy] ca_dir {folder} is {err.reason}, so others could swap the interception "
+            "CA; choose a folder of your own") from None
+    return folder
+
+
+def upstream_trust_bundle(roots: TrustRoots, ca_dir: Path) -> Path:
+    """The PEM mitmproxy verifies Qonic with: the same roots as every other connection.
+
+    mitmproxy's option *replaces* its trust store, so the whole decision is written out, always.
+    """
+    return write_bundle(roots, ca_dir / TRUST_BUNDLE)
+
+
+def mitm_options(cfg: Config, ca_dir: Path, trust_bundle: Path) -> options.Options:
+    """The options mitmproxy accepts before its addons are loaded."""
+    return options.Options(
+        mode=mitm_modes(cfg),
+        listen_host=cfg.proxy.listen_host,
+        confdir=str(ca_dir),
+        allow_hosts=[intercept_pattern(Origin.parse(cfg.qonic.api_url))],
+        ssl_insecure=False,
+        ssl_verify_upstream_trusted_ca=str(trust_bundle),
+        http2=False,
+    )
+
+
+def build_master(cfg: Config, addon: Any, roots: TrustRoots) -> master.Master:
+    """A ready-to-run Master with our patches and `addon`; call inside the event loop."""
+    ca_dir = prepare_ca_dir(cfg)
+    mitm_patches.install()
+    opts = mitm_options(cfg, ca_dir, upstream_trust_bundle(roots, ca_dir))
+    mitm = master.Master(opts, with_termlog=False)
+    mitm_patches.drop_legacy_log_bridge()
+    # One addon of ours, not three: mitmproxy visits every addon for every event (~9 µs
+    # each), so readiness and the in-flight count live in QonicAddon too.
+    mitm.addons.add(core.Core(), proxyserver.Proxyserver(),  # type: ignore[no-untyped-call]
+                    next_layer.NextLayer(), tlsconfig.TlsConfig(), addon)
+    mitm.options.update(  # type: ignore[no-untyped-call]
+        stream_large_bodies=STREAM_THRESHOLD,
+        connection_strategy="lazy",
+        keep_host_header=True,  # the Host guard must see what the client sent
+    )
+    return mitm

@@ -1,0 +1,29 @@
+"""Where the token is added: `Authorization: Bearer` on a request routed to the API origin."""
+
+from __future__ import annotations
+
+from mitmproxy import http
+from mitmproxy.proxy.mode_specs import ReverseMode
+
+from qonic_proxy.hosts import Origin
+from qonic_proxy.proxy.flow_state import flow_state
+from qonic_proxy.proxy.responses import login_required
+from qonic_proxy.tokens.service import TokenService
+
+
+async def add_token(flow: http.HTTPFlow, tokens: TokenService, api_origin: Origin,
+                    ) -> http.Response | None:
+    """Add the bearer token (replacing the client's Authorization); without one, offer a
+    login and return the 401 answer the client should get instead."""
+    request = flow.request
+    if isinstance(flow.client_conn.proxy_mode, ReverseMode):
+        # keep_host_header lets the guard see the client's Host; upstream gets the API's
+        request.host_header = api_origin.authority
+    token = await tokens.get_access_token()
+    if token is None:
+        if not tokens.login_pending:
+            tokens.offer_login()
+        return login_required(tokens.what_to_do())
+    request.headers["Authorization"] = f"Bearer {token}"
+    flow_state(flow).token = token
+    return None
