@@ -31,14 +31,11 @@ import pytest
 import requests
 from cryptography import x509
 
+from qonic_proxy.sandbox.app import Sandbox
 from qonic_proxy.sandbox.certs import make_server_tls, server_ssl_context
-from qonic_proxy.sandbox.server import (
-    Sandbox,
-    SandboxSettings,
-    main,
-    pattern_bytes,
-    pattern_sha256,
-)
+from qonic_proxy.sandbox.cli import main
+from qonic_proxy.sandbox.patterns import pattern_bytes, pattern_sha256
+from qonic_proxy.sandbox.settings import SandboxSettings
 
 REDIRECT = "http://localhost:8765/callback"
 CLIENT_ID = "sandbox-client"
@@ -836,7 +833,7 @@ def test_refuses_non_loopback_hosts() -> None:
 def test_main_in_a_subprocess(tmp_path: Path) -> None:
     env = dict(os.environ, SANDBOX_CLIENT_SECRET="from-env-secret", PYTHONPATH=str(REPO))
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from qonic_proxy.sandbox.server import main; "
+        [sys.executable, "-c", "import sys; from qonic_proxy.sandbox.cli import main; "
          "sys.exit(main(sys.argv[1:]))",
          "--auto-consent", "--cert-dir", str(tmp_path / "certs"), "--token-style", "camel"],
         stdout=subprocess.PIPE,
