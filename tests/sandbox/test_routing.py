@@ -1,4 +1,4 @@
-"""The route table lookup on a fake exchange: the first matching pattern decides, then the method."""
+"""Route lookup on a fake exchange: the first matching pattern decides, then the method."""
 
 from __future__ import annotations
 
