@@ -175,7 +175,7 @@ def transfer(procs: Processes, op: str, mode: str, size: int, sandbox: harness.S
 def large_transfers(procs: Processes, sandbox: harness.SandboxInfo, big_config: Path,
                     bare_config: Path, token: str, size: int, with_bare: bool,
                     ) -> list[dict[str, Any]]:
-    from qonic_proxy.sandbox.server import pattern_sha256
+    from qonic_proxy.sandbox.patterns import pattern_sha256
 
     expected = pattern_sha256(size)
     rows = []

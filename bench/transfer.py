@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from qonic_proxy.sandbox.server import pattern_bytes
+from qonic_proxy.sandbox.patterns import pattern_bytes
 
 PERIOD = 251  # the sandbox's pattern: byte i is i % 251
 SEND_BLOCK = pattern_bytes(0, PERIOD * 4096)  # whole periods: consecutive blocks continue it

@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qonic_proxy.sandbox.app import Sandbox
 from qonic_proxy.sandbox.certs import make_server_tls, server_ssl_context
-from qonic_proxy.sandbox.server import Sandbox, SandboxSettings
+from qonic_proxy.sandbox.settings import SandboxSettings
 
 TESTS = Path(__file__).resolve().parent
 BROWSER_SCRIPT = TESTS / "browser.py"

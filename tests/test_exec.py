@@ -29,8 +29,9 @@ import certifi
 import pytest
 
 from qonic_proxy.config.loader import load_config
+from qonic_proxy.sandbox.app import Sandbox
 from qonic_proxy.sandbox.certs import make_server_tls
-from qonic_proxy.sandbox.server import Sandbox, SandboxSettings
+from qonic_proxy.sandbox.settings import SandboxSettings
 from qonic_proxy.wrap.exec_env import (
     NO_PROXY,
     Endpoints,

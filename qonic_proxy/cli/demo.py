@@ -28,7 +28,8 @@ from qonic_proxy.config.model import (
 from qonic_proxy.errors import QonicProxyError
 from qonic_proxy.ports import free_port
 from qonic_proxy.proxy.daemon import Daemon
-from qonic_proxy.sandbox.server import Sandbox, SandboxSettings
+from qonic_proxy.sandbox.app import Sandbox
+from qonic_proxy.sandbox.settings import SandboxSettings
 
 DEMO_SCOPES = ("projects:read", "models:read", "models:write")
 

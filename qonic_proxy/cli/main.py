@@ -144,7 +144,7 @@ def cmd_ca(args: argparse.Namespace) -> int:
 
 
 def run_sandbox(argv: list[str]) -> int:
-    from qonic_proxy.sandbox import server as sandbox
+    from qonic_proxy.sandbox import cli as sandbox
 
     if "--config" in argv:
         at = argv.index("--config")

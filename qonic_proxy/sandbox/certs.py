@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from qonic_proxy.files import write_atomic
+
 
 @dataclass(frozen=True)
 class ServerTls:
@@ -28,27 +30,6 @@ class ServerTls:
     ca_file: Path
     cert_file: Path
     key_file: Path
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write an owner-only file atomically, so it is never briefly readable by others."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-
-
-def _write_public(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def make_server_tls(
@@ -148,14 +129,12 @@ def make_server_tls(
         key_file=directory / "server-key.pem",
     )
     pem = serialization.Encoding.PEM
-    _write_public(tls.ca_file, ca_cert.public_bytes(pem))
-    _write_public(tls.cert_file, cert.public_bytes(pem))
-    _write_private(
-        tls.key_file,
-        key.private_bytes(
-            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ),
+    write_atomic(tls.ca_file, ca_cert.public_bytes(pem), mode=0o644)
+    write_atomic(tls.cert_file, cert.public_bytes(pem), mode=0o644)
+    key_pem = key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+    write_atomic(tls.key_file, key_pem, mode=0o600)
     return tls
 
 

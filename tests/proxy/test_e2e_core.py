@@ -102,7 +102,7 @@ def test_token_cache_is_private(world: World, logged_in: DaemonProcess):
 
 
 def test_streaming_upload_and_download(world: World, logged_in: DaemonProcess):
-    from qonic_proxy.sandbox.server import pattern_sha256
+    from qonic_proxy.sandbox.patterns import pattern_sha256
 
     size = 64 * 1024 * 1024
     result = curl("-f", "-o", "/dev/null", "-w", "%{size_download}",

@@ -16,7 +16,7 @@ from mitmproxy.utils import human
 from bench import harness
 from bench.transfer import Route, download, upload
 from qonic_proxy.proxy.assembly import STREAM_THRESHOLD
-from qonic_proxy.sandbox.server import pattern_sha256
+from qonic_proxy.sandbox.patterns import pattern_sha256
 
 MIB = 1024 * 1024
 SIZE = 256 * MIB

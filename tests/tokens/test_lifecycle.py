@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from qonic_proxy.sandbox.server import pattern_sha256
+from qonic_proxy.sandbox.patterns import pattern_sha256
 from qonic_proxy.tokens.service import refresh_due_at
 from qonic_proxy.tokens.store import TokenStore, cache_key
 from tests.harness import (

@@ -1,0 +1,125 @@
+"""`qonic-proxy sandbox`: run the sandbox in the foreground until SIGTERM/SIGINT.
+
+Why apart: the argparse surface and the one `sandbox ready:` line are a contract for scripts
+and tests; the server itself knows nothing of argv or signals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from qonic_proxy.qonic import DEFAULT_REDIRECT_URI
+from qonic_proxy.sandbox.app import Sandbox
+from qonic_proxy.sandbox.settings import ERROR_STYLES, TOKEN_STYLES, SandboxSettings
+
+DEFAULT_SECRET = "sandbox-secret"  # noqa: S105 (the sandbox's well-known test secret)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="qonic-proxy sandbox",
+        description="Run a strict local Qonic-compatible server (OAuth + a few API routes).",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
+    p.add_argument("--port", type=int, default=0, help="port (0 = pick a free one)")
+    p.add_argument("--client-id", default="sandbox-client")
+    secret = p.add_mutually_exclusive_group()
+    secret.add_argument(
+        "--client-secret",
+        default=None,
+        help=f"client secret (default: $SANDBOX_CLIENT_SECRET, else {DEFAULT_SECRET!r})",
+    )
+    secret.add_argument("--public", action="store_true", help="a public client (no secret)")
+    p.add_argument(
+        "--redirect-uri",
+        action="append",
+        default=None,
+        help=f"registered redirect URI (repeatable; default {DEFAULT_REDIRECT_URI})",
+    )
+    p.add_argument("--auto-consent", action="store_true", help="skip the consent page")
+    p.add_argument("--access-token-lifetime", type=float, default=3600.0)
+    p.add_argument("--code-lifetime", type=float, default=60.0)
+    p.add_argument("--no-refresh-tokens", action="store_true")
+    p.add_argument("--no-rotate-refresh-tokens", action="store_true")
+    p.add_argument("--token-style", choices=TOKEN_STYLES, default="snake")
+    p.add_argument(
+        "--jwt", action="store_true", help="omit expires_in; access tokens are JWTs with exp"
+    )
+    p.add_argument("--error-style", choices=ERROR_STYLES, default="rfc6749")
+    p.add_argument("--export-redirect-url", default=None)
+    p.add_argument("--cert-dir", type=Path, default=None)
+    p.add_argument("--plain-http", action="store_true", help="serve plain HTTP instead of HTTPS")
+    p.add_argument("--verbose", action="store_true", help="log one line per request to stderr")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> SandboxSettings:
+    """The settings the command line asks for (the secret from the environment first)."""
+    client_secret = (
+        None
+        if args.public
+        else os.environ.get("SANDBOX_CLIENT_SECRET") or args.client_secret or DEFAULT_SECRET
+    )
+    return SandboxSettings(
+        host=args.host,
+        port=args.port,
+        client_id=args.client_id,
+        client_secret=client_secret,
+        redirect_uris=tuple(args.redirect_uri or (DEFAULT_REDIRECT_URI,)),
+        auto_consent=args.auto_consent,
+        access_token_lifetime=args.access_token_lifetime,
+        issue_refresh_tokens=not args.no_refresh_tokens,
+        rotate_refresh_tokens=not args.no_rotate_refresh_tokens,
+        code_lifetime=args.code_lifetime,
+        token_style=args.token_style,
+        omit_expires_in=args.jwt,
+        error_style=args.error_style,
+        tls=not args.plain_http,
+        cert_dir=args.cert_dir,
+        export_redirect_url=args.export_redirect_url,
+        verbose=args.verbose,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`qonic-proxy sandbox`: serve until SIGTERM/SIGINT, after one `sandbox ready:` line."""
+    args = parser().parse_args(argv)
+    if args.access_token_lifetime <= 0 or args.code_lifetime <= 0:
+        print("sandbox: lifetimes must be positive numbers of seconds.", file=sys.stderr)
+        return 2
+    try:
+        sandbox = Sandbox(settings_from_args(args))
+    except ValueError as exc:
+        print(f"sandbox: {exc}", file=sys.stderr)
+        return 2
+
+    stop = threading.Event()
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    try:
+        try:
+            sandbox.start()
+        except OSError as exc:
+            print(
+                f"sandbox: cannot listen on {args.host}:{args.port} ({exc.strerror}); "
+                "choose another --port.",
+                file=sys.stderr,
+            )
+            return 1
+        ca = str(sandbox.ca_file) if sandbox.ca_file else ""
+        print(f"sandbox ready: url={sandbox.url} ca_file={ca}", flush=True)
+        while not stop.wait(0.5):
+            pass
+        return 0
+    finally:
+        sandbox.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
