@@ -46,3 +46,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     finally:
         other.stop()
         sandbox.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use the shared world start the real daemon and sandbox: mark them e2e."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents and "world" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)

@@ -5,16 +5,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
+from qonic_proxy.config.loader import load_config
+from qonic_proxy.errors import QonicProxyError
+from qonic_proxy.wrap.command import CommandError, exit_code, resolve_program, run_command
+from tests.cli.helpers import write_config
 from tests.wrap.exec_world import TIMEOUT, World, echo_ok
-
-pytestmark = pytest.mark.e2e
 
 
 # ----- clients --------------------------------------------------------------------------------
@@ -205,3 +209,41 @@ def test_signals_are_forwarded(world: World, signum: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
+
+
+# ----- units -------------------------------------------------------------------------------------
+def test_resolve_program(tmp_path: Path) -> None:
+    assert resolve_program("sh", os.defpath) == shutil.which("sh", path=os.defpath)
+    with pytest.raises(CommandError) as missing:
+        resolve_program("no-such-command-qonic-test", os.defpath)
+    assert (str(missing.value), missing.value.exit_code) == \
+        ("no-such-command-qonic-test: command not found", 127)
+    with pytest.raises(CommandError) as no_file:
+        resolve_program(str(tmp_path / "nope"), None)
+    assert no_file.value.exit_code == 127
+    plain = tmp_path / "plain.sh"
+    plain.write_text("#!/bin/sh\n")
+    plain.chmod(0o644)
+    for not_executable in (plain, tmp_path):
+        with pytest.raises(CommandError) as refused:
+            resolve_program(str(not_executable), None)
+        assert refused.value.exit_code == 126
+    plain.chmod(0o755)
+    assert resolve_program(str(plain), None) == str(plain)
+
+
+def test_exit_code_follows_the_shell() -> None:
+    assert exit_code(0) == 0
+    assert exit_code(7) == 7
+    assert exit_code(-signal.SIGKILL) == 128 + signal.SIGKILL
+    assert exit_code(-signal.SIGTERM) == 143
+
+
+def test_run_command_reports_a_missing_program_before_any_login(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = load_config(write_config(tmp_path))
+    assert run_command(cfg, ["no-such-command-qonic-test"]) == 127
+    assert capsys.readouterr().err == "qonic-proxy: no-such-command-qonic-test: command not found\n"
+    assert not (tmp_path / "ca").exists()  # not even the CA was made
+    with pytest.raises(QonicProxyError, match="exec needs a command"):
+        run_command(cfg, [])

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from qonic_proxy.config.loader import load_config
+from qonic_proxy.errors import LoginError
+from qonic_proxy.wrap.daemon_link import proxy_for, running_endpoints, wait_until
+from qonic_proxy.wrap.environment import Endpoints
+from tests.cli.fake_daemon import fake_daemon, health_answer
+from tests.cli.helpers import write_config
 from tests.wrap.exec_world import TIMEOUT, World, echo_ok, free_port, running_daemon
-
-pytestmark = pytest.mark.e2e
 
 
 def test_uses_the_running_daemon(world: World) -> None:
@@ -84,3 +90,58 @@ def test_signal_while_waiting_for_login_aborts_without_running_the_command(world
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
+
+
+# ----- units -------------------------------------------------------------------------------------
+def test_running_endpoints_only_for_our_daemon_with_forward_mode(tmp_path: Path) -> None:
+    cfg = load_config(write_config(tmp_path, port=8080))
+    ours = health_answer("https://api.qonic.com", 8080, forward_port=8081)
+    assert running_endpoints(cfg, ours) == Endpoints("http://127.0.0.1:8080",
+                                                     "http://127.0.0.1:8081")
+    assert running_endpoints(cfg, {**ours, "api_url": "https://other.example"}) is None
+    assert running_endpoints(cfg, health_answer("https://api.qonic.com", 8080,
+                                                forward_port=None)) is None
+    assert running_endpoints(cfg, {"status": "ok"}) is None  # something else on our port
+    assert running_endpoints(cfg, {**ours, "listeners": "garbage"}) is None
+    forward = ours["listeners"]["forward"]
+    bad_reverse = {**ours, "listeners": {"reverse": "http://[", "forward": forward}}
+    assert running_endpoints(cfg, bad_reverse) == Endpoints("http://127.0.0.1:8080",
+                                                            "http://127.0.0.1:8081")
+
+
+def test_wait_until_returns_on_abort_and_fails_after_the_timeout() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        aborted: asyncio.Future[int] = loop.create_future()
+
+        async def never() -> bool:
+            return False
+
+        with pytest.raises(LoginError, match=r"no luck after 0\.05 s; the command was not st"):
+            await wait_until(never, 0.05, aborted, "no luck")
+        loop.call_later(0.05, aborted.set_result, 15)
+        await wait_until(never, 30, aborted, "no luck")  # returns: the caller checks `aborted`
+
+        calls: list[int] = []
+
+        async def third_time() -> bool:
+            calls.append(1)
+            return len(calls) == 3
+
+        await wait_until(third_time, 30, loop.create_future(), "no luck")
+        assert len(calls) == 3
+
+    asyncio.run(scenario())
+
+
+def test_proxy_for_uses_a_logged_in_running_daemon(tmp_path: Path) -> None:
+    with fake_daemon() as daemon:
+        cfg = load_config(write_config(tmp_path, port=daemon.port))
+        daemon.health.update(health_answer("https://api.qonic.com", daemon.port,
+                                           forward_port=daemon.port))
+
+        async def scenario() -> Endpoints:
+            async with proxy_for(cfg, asyncio.get_running_loop().create_future()) as endpoints:
+                return endpoints
+
+        assert asyncio.run(scenario()) == Endpoints(daemon.url, daemon.url)

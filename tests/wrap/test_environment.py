@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-
-import pytest
+from pathlib import Path
 
 from qonic_proxy.config.loader import load_config
 from qonic_proxy.wrap.environment import NO_PROXY, Endpoints, child_environment, private_config
 from tests.wrap.exec_world import SECRET, World
-
-pytestmark = pytest.mark.e2e
 
 
 def test_child_environment_has_proxy_settings_and_no_secret(world: World) -> None:
@@ -52,3 +49,14 @@ def test_child_environment_and_private_config(world: World) -> None:
     assert private.proxy.port == 0
     assert private.proxy.forward_port > 0
     assert {"proxy.example", "127.0.0.1", "localhost"} <= set(private.proxy.allowed_hosts)
+
+
+def test_the_client_key_rides_in_the_urls_user_info() -> None:
+    env = child_environment({}, Endpoints("http://127.0.0.1:1", "http://127.0.0.1:2"), "/b",
+                            config_file=Path("/etc/q.toml"), client_key="k/y+z")
+    assert env["HTTPS_PROXY"] == "http://qonic:k%2Fy%2Bz@127.0.0.1:2"
+    assert env["QONIC_API_URL"] == "http://qonic:k%2Fy%2Bz@127.0.0.1:1/v1"
+    assert env["QONIC_PROXY_CONFIG"] == "/etc/q.toml"
+    assert env["NODE_USE_ENV_PROXY"] == "1"
+    assert {env[name] for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+                                   "NODE_EXTRA_CA_CERTS")} == {"/b"}
