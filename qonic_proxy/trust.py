@@ -19,7 +19,7 @@ from pathlib import Path
 import certifi
 
 from qonic_proxy.errors import ConfigError
-from qonic_proxy.files import write_atomic
+from qonic_proxy.files import PRIVATE_FILE_MODE, write_atomic
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----")
 MAX_CA_DIR_FILES = 10_000  # a hashed CA folder holds a few hundred; never read a huge tree
@@ -116,7 +116,7 @@ def pem_bundle(roots: TrustRoots) -> bytes:
     return b"\n".join(unique) + b"\n"
 
 
-def write_bundle(roots: TrustRoots, path: Path) -> Path:
+def write_bundle(roots: TrustRoots, path: Path, *, mode: int = PRIVATE_FILE_MODE) -> Path:
     """Write `pem_bundle(roots)` to `path` atomically (unique temp name, never followed)."""
     content = pem_bundle(roots)
     try:
@@ -124,5 +124,5 @@ def write_bundle(roots: TrustRoots, path: Path) -> Path:
             return path  # unchanged: do not churn a file a running process may be reading
     except OSError:
         pass
-    write_atomic(path, content)
+    write_atomic(path, content, mode=mode)
     return path

@@ -16,6 +16,7 @@ import socket
 import ssl
 import tempfile
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from qonic_proxy.config.model import (
@@ -44,7 +45,7 @@ def port_if_free(preferred: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def scripted_browser(ca_file: Path | None):  # noqa: ANN201 - returns the opener callable
+def scripted_browser(ca_file: Path | None) -> Callable[[str], bool]:
     """A 'browser' that follows the authorize URL's redirects into our callback server."""
     context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
     opener = urllib.request.build_opener(

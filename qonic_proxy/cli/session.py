@@ -1,26 +1,26 @@
-"""Token work for the one-shot verbs (`login`, `status`, `token`), outside the daemon.
+"""Local token work for the one-shot verbs (`login`, `status`, `token`), outside the daemon.
 
 They share the daemon's cache file and its refresh lock, so a script calling `qonic-proxy token`
-while the daemon runs never spends the same refresh token twice.
+while the daemon runs never spends the same refresh token twice. Talking to the daemon itself
+is `daemon_client`'s concern.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from qonic_proxy.cli.daemon_client import daemon_health, daemon_login_url
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import LoginError, QonicProxyError
-from qonic_proxy.hosts import connect_host
 from qonic_proxy.oauth.client import TokenSet, login, open_browser_in_background, refresh_tokens
-from qonic_proxy.proxy.client_key import KEY_HEADER
 from qonic_proxy.tokens.service import refresh_due_at
 from qonic_proxy.tokens.store import TokenStore, cache_key
+
+LOGIN_POLL = 0.25  # seconds between looks at the daemon while it waits for a login
 
 
 def store_for(cfg: Config) -> TokenStore:
@@ -67,32 +67,9 @@ def join_daemon_login(cfg: Config, *, open_browser: Callable[[str], object] | No
             raise LoginError(str(health.get("last_login_error")
                                  or "the running qonic-proxy did not complete the login; "
                                     "see its log, then run `qonic-proxy login` again"))
-        time.sleep(0.25)
+        time.sleep(LOGIN_POLL)
     raise LoginError(f"no login completed within {cfg.oauth.login_timeout:g} s; "
                      "run `qonic-proxy login` to try again")
-
-
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-def daemon_login_url(cfg: Config) -> str:
-    """The authorize URL of the daemon's pending login: the Location of its /-/login."""
-    request = urllib.request.Request(f"http://{connect_host(cfg.proxy.listen_host)}:{cfg.proxy.port}/-/login",
-                                     headers=key_header(cfg))
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects())
-    try:
-        opener.open(request, timeout=5).close()
-    except urllib.error.HTTPError as err:
-        if err.code == 302 and err.headers.get("Location"):
-            return err.headers["Location"]
-        raise QonicProxyError(f"the running qonic-proxy did not offer a login ({err.code}); "
-                              "see its log") from None
-    except OSError as err:
-        raise QonicProxyError(f"cannot reach the running qonic-proxy ({err}); "
-                              "is it still running?") from None
-    raise QonicProxyError("the running qonic-proxy did not offer a login; see its log")
 
 
 def _is_fresh(tokens: TokenSet, margin: float) -> bool:
@@ -123,37 +100,8 @@ def current_access_token(cfg: Config) -> str:
         return new.access_token
 
 
-def key_header(cfg: Config) -> dict[str, str]:
-    """The client-key header for talking to our own daemon, when a key is configured."""
-    path = cfg.proxy.client_key_file
-    if path is None:
-        return {}
-    try:
-        return {KEY_HEADER: path.read_text().strip()}
-    except OSError:
-        return {}
-
-
-def daemon_health(cfg: Config, timeout: float = 1.0) -> dict[str, Any] | None:
-    """The running daemon's /-/health, if one answers on the configured reverse port."""
-    if not cfg.proxy.port:
-        return None
-    request = urllib.request.Request(f"http://{connect_host(cfg.proxy.listen_host)}:{cfg.proxy.port}/-/health",
-                                     headers=key_header(cfg))
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(request, timeout=timeout) as response:
-            return json.loads(response.read(65536))
-    except urllib.error.HTTPError as err:  # 503 = running but waiting for a login
-        try:
-            return json.loads(err.read(65536))
-        except ValueError:
-            return None
-    except (OSError, ValueError):
-        return None
-
-
 def status_report(cfg: Config) -> dict[str, Any]:
+    """What `status` shows: the cached token's state and the running daemon, if any."""
     store = store_for(cfg)
     tokens = store.load()
     usable = tokens is not None and (tokens.expires_at is None or tokens.expires_at > time.time())

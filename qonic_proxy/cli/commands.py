@@ -1,0 +1,60 @@
+"""The one table of verbs: it drives the parser, the help and the dispatch.
+
+Adding a verb means adding one `Command` here (its options in `arguments`, its work in `verbs`);
+nothing else lists the verbs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable
+
+from qonic_proxy.cli import arguments, verbs
+from qonic_proxy.cli.environment import Environment
+
+Handler = Callable[[argparse.Namespace, Environment], int]
+RawHandler = Callable[[list[str], Environment], int]
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One verb: its name, its help line, its options, and what runs it.
+
+    A verb with `raw_handler` has a parser of its own: it is handed its argv untouched (argparse's
+    REMAINDER would not take options that come first) and is listed in --help only.
+    """
+
+    name: str
+    help: str
+    handler: Handler | None = None
+    arguments: Callable[[argparse.ArgumentParser], None] = arguments.no_arguments
+    raw_handler: RawHandler | None = None
+
+    def __post_init__(self) -> None:
+        if (self.handler is None) == (self.raw_handler is None):
+            raise ValueError(f"verb {self.name!r} needs exactly one of handler, raw_handler")
+
+
+DEFAULT_VERB = "run"
+
+COMMANDS: tuple[Command, ...] = (
+    Command("run", "run the proxy daemon (the default verb)", verbs.run, arguments.run_arguments),
+    Command("login", "log in with the browser now and store the token", verbs.login,
+            arguments.login_arguments),
+    Command("logout", "delete the cached token", verbs.logout),
+    Command("status", "show whether a usable token exists (exit 0) or not (exit 1)",
+            verbs.status, arguments.status_arguments),
+    Command("token", "print the current access token, refreshing it first if needed",
+            verbs.token),
+    Command("exec", "run a command with proxy variables pointing at qonic-proxy", verbs.exec_,
+            arguments.exec_arguments),
+    Command("ca", "print the path of the proxy's CA certificate", verbs.ca,
+            arguments.ca_arguments),
+    Command("sandbox", "run a local Qonic-compatible server (options: `qonic-proxy sandbox "
+            "--help`)", raw_handler=verbs.sandbox),
+    Command("demo", "start the sandbox and the proxy, log in automatically, show it working",
+            verbs.demo, arguments.demo_arguments),
+)
+
+BY_NAME: dict[str, Command] = {command.name: command for command in COMMANDS}

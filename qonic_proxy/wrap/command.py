@@ -1,0 +1,133 @@
+"""Running the wrapped command: finding the program, forwarding signals, passing its exit code on.
+
+Exit codes follow the shell's: CMD's own code, 127 when it is not found, 126 when it cannot be
+executed, 128 + N when signal N ended it (or ended us while we waited for the login).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sys
+
+from qonic_proxy.config.model import Config
+from qonic_proxy.errors import QonicProxyError
+from qonic_proxy.proxy.client_key import load_or_create_key
+from qonic_proxy.wrap.ca_files import ca_bundle
+from qonic_proxy.wrap.daemon_link import proxy_for
+from qonic_proxy.wrap.environment import child_environment
+
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+NOT_FOUND = 127
+NOT_EXECUTABLE = 126
+SIGNAL_BASE = 128
+
+
+class CommandError(Exception):
+    """CMD cannot be run; `exit_code` is the shell's code for why."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def resolve_program(program: str, path: str | None) -> str:
+    """The file to execute, or CommandError (127 missing, 126 not executable)."""
+    if "/" in program:
+        if not os.path.exists(program):
+            raise CommandError(f"{program}: no such file", NOT_FOUND)
+        if os.path.isdir(program) or not os.access(program, os.X_OK):
+            raise CommandError(f"{program}: permission denied (not an executable file)",
+                               NOT_EXECUTABLE)
+        return program
+    found = shutil.which(program, path=path)
+    if found is None:
+        raise CommandError(f"{program}: command not found", NOT_FOUND)
+    return found
+
+
+def exit_code(returncode: int) -> int:
+    """A child's return code as a shell reports it (killed by signal N: 128 + N)."""
+    return SIGNAL_BASE - returncode if returncode < 0 else returncode
+
+
+def run_command(cfg: Config, command: list[str]) -> int:
+    """Run CMD against the proxy (running daemon, or a private one); return CMD's exit code."""
+    if not command:
+        raise QonicProxyError("exec needs a command: qonic-proxy exec -- CMD ARGS...")
+    try:
+        executable = resolve_program(command[0], os.environ.get("PATH", os.defpath))
+    except CommandError as err:  # before any login: a typo should not cost one
+        print(f"qonic-proxy: {err}", file=sys.stderr)
+        return err.exit_code
+    return asyncio.run(_run(cfg, command, executable))
+
+
+class SignalRelay:
+    """Before CMD runs, a signal aborts; afterwards it is forwarded to CMD."""
+
+    def __init__(self) -> None:
+        self.child: asyncio.subprocess.Process | None = None
+        self.aborted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def __call__(self, signum: int) -> None:
+        child = self.child
+        if child is None:
+            if not self.aborted.done():
+                self.aborted.set_result(signum)
+            return
+        if child.returncode is not None:
+            return
+        if signum == signal.SIGINT and _terminal_already_delivered(child.pid):
+            return  # Ctrl-C reached CMD directly; a second SIGINT means "hurry" to many tools
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signum)
+
+
+def _terminal_already_delivered(child_pid: int) -> bool:
+    """True when a SIGINT most likely came from the terminal to our whole (foreground) group."""
+    try:
+        if os.getpgid(child_pid) != os.getpgrp():
+            return False
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+    except OSError:
+        return False  # no controlling terminal: the signal was sent to us alone
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+async def _run(cfg: Config, command: list[str], executable: str) -> int:
+    loop = asyncio.get_running_loop()
+    relay = SignalRelay()
+    for signum in FORWARDED_SIGNALS:
+        loop.add_signal_handler(signum, relay, signum)
+    try:
+        bundle = await asyncio.to_thread(ca_bundle, cfg)
+        async with proxy_for(cfg, relay.aborted) as endpoints:
+            if relay.aborted.done():
+                return SIGNAL_BASE + relay.aborted.result()
+            key = None
+            if cfg.proxy.client_key_file is not None:
+                key = load_or_create_key(cfg.proxy.client_key_file)
+            env = child_environment(os.environ, endpoints, bundle, cfg.path, key)
+            try:
+                relay.child = await asyncio.create_subprocess_exec(
+                    *command, executable=executable, env=env)
+            except FileNotFoundError:  # e.g. a script whose #! interpreter is missing
+                print(f"qonic-proxy: {command[0]}: cannot execute (missing interpreter?)",
+                      file=sys.stderr)
+                return NOT_EXECUTABLE if os.path.exists(executable) else NOT_FOUND
+            except PermissionError:
+                print(f"qonic-proxy: {command[0]}: permission denied", file=sys.stderr)
+                return NOT_EXECUTABLE
+            return exit_code(await relay.child.wait())
+    finally:
+        for signum in FORWARDED_SIGNALS:
+            loop.remove_signal_handler(signum)

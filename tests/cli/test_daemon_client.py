@@ -1,0 +1,72 @@
+"""Talking to the running daemon: /-/health, the pending login's URL, the client key."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from qonic_proxy.cli.daemon_client import daemon_health, daemon_login_url, key_header
+from qonic_proxy.config.loader import load_config
+from qonic_proxy.errors import QonicProxyError
+from qonic_proxy.proxy.client_key import KEY_HEADER
+from tests.cli.fake_daemon import AUTHORIZE_URL, fake_daemon, health_answer
+from tests.cli.helpers import write_config
+
+
+def test_no_daemon_means_no_health(tmp_path: Path) -> None:
+    cfg = load_config(write_config(tmp_path))
+    assert daemon_health(cfg) is None
+    off = dataclasses.replace(cfg, proxy=dataclasses.replace(cfg.proxy, port=0))
+    assert daemon_health(off) is None
+    with pytest.raises(QonicProxyError, match="cannot reach the running qonic-proxy"):
+        daemon_login_url(cfg)
+
+
+def test_health_of_a_running_daemon_also_when_it_waits_for_a_login(tmp_path: Path) -> None:
+    with fake_daemon() as daemon:
+        daemon.health.update(health_answer("https://api.qonic.com", daemon.port,
+                                           forward_port=None, logged_in=False))
+        cfg = load_config(write_config(tmp_path, port=daemon.port))
+        assert daemon_health(cfg) == daemon.health  # answered with 503
+        daemon.health["logged_in"] = True
+        health = daemon_health(cfg)
+        assert health is not None and health["logged_in"] is True
+
+
+def test_something_else_on_the_port_is_no_daemon(tmp_path: Path) -> None:
+    with fake_daemon() as daemon:
+        daemon.health.update({"unexpected": True})
+        cfg = load_config(write_config(tmp_path, port=daemon.port))
+        assert daemon_health(cfg) == {"unexpected": True}  # the caller checks "listeners"
+        daemon.health.clear()
+        daemon.health.update(logged_in=True)
+        assert daemon_health(cfg) == {"logged_in": True}
+
+
+def test_login_url_is_the_redirect_location(tmp_path: Path) -> None:
+    with fake_daemon({"logged_in": False}) as daemon:
+        cfg = load_config(write_config(tmp_path, port=daemon.port))
+        assert daemon_login_url(cfg) == AUTHORIZE_URL
+        daemon.login_status = 404
+        with pytest.raises(QonicProxyError, match=r"did not offer a login \(404\)"):
+            daemon_login_url(cfg)
+        daemon.login_status = 200
+        with pytest.raises(QonicProxyError, match="did not offer a login; see its log"):
+            daemon_login_url(cfg)
+
+
+def test_the_client_key_is_presented(tmp_path: Path) -> None:
+    key_file = tmp_path / "client.key"
+    key_file.write_text("k" * 32 + "\n")
+    key_file.chmod(0o600)
+    with fake_daemon({"logged_in": True}) as daemon:
+        cfg = load_config(write_config(tmp_path, port=daemon.port, client_key_file=key_file))
+        assert key_header(cfg) == {KEY_HEADER: "k" * 32}
+        daemon_health(cfg)
+        path, headers = daemon.requests[-1]
+        assert path == "/-/health"
+        assert headers[KEY_HEADER] == "k" * 32
+    key_file.unlink()
+    assert key_header(cfg) == {}  # unreadable: ask without it (the daemon will say 401)

@@ -1,0 +1,88 @@
+"""Structure: the one-shot verbs and `exec` with a running daemon never import mitmproxy.
+
+mitmproxy is heavy and belongs to the daemon. `status`, `token`, `login`, `logout` and `exec`
+(when a daemon already serves the config, and the proxy CA exists) must work without it, so
+they start fast and the OAuth and token code stays independent of it. Checked in a fresh
+interpreter, where nothing else has imported it yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from qonic_proxy.cli.session import store_for
+from qonic_proxy.config.loader import load_config
+from qonic_proxy.oauth.client import TokenSet
+from qonic_proxy.sandbox.certs import make_server_tls
+from qonic_proxy.wrap.ca_files import PROXY_CA_FILE, PROXY_CA_KEY_FILE
+from tests.cli.fake_daemon import fake_daemon, health_answer
+from tests.cli.helpers import write_config
+
+REPO = Path(__file__).resolve().parent.parent.parent
+
+SCRIPT = textwrap.dedent("""\
+    import json, sys
+    import qonic_proxy.cli.commands, qonic_proxy.cli.daemon_client, qonic_proxy.cli.parser
+    import qonic_proxy.cli.session, qonic_proxy.cli.status_format, qonic_proxy.cli.verbs
+    import qonic_proxy.wrap.ca_files, qonic_proxy.wrap.command, qonic_proxy.wrap.daemon_link
+    import qonic_proxy.wrap.environment
+    from qonic_proxy.cli.main import main
+
+    alone, served, out = sys.argv[1:4]
+    codes = {
+        "status_alone": main(["status", "--json", "--config", alone]),
+        "login": main(["login", "--no-browser", "--config", served]),
+        "status": main(["status", "--json", "--config", served]),
+        "token": main(["token", "--config", served]),
+        "exec": main(["exec", "--config", served, "--", "true"]),
+        "ca": main(["ca", "--bundle", "--config", served]),
+        "logout": main(["logout", "--config", served]),
+    }
+    loaded = sorted(name for name in sys.modules if name.split(".")[0] == "mitmproxy")
+    with open(out, "w") as fh:
+        json.dump({"codes": codes, "mitmproxy": loaded}, fh)
+    """)
+
+
+def test_one_shot_verbs_and_exec_never_import_mitmproxy(tmp_path: Path) -> None:
+    alone_dir = tmp_path / "alone"
+    alone_dir.mkdir()
+    alone = write_config(alone_dir)
+    served_dir = tmp_path / "served"
+    served_dir.mkdir()
+    with fake_daemon() as daemon:
+        served = write_config(served_dir, port=daemon.port)
+        daemon.health.update(health_answer("https://api.qonic.com", daemon.port,
+                                           forward_port=daemon.port, login_in_progress=True))
+        cfg = load_config(served)
+        now = time.time()
+        store_for(cfg).save(TokenSet(access_token="a" * 40, refresh_token=None,
+                                     expires_at=now + 3600, scopes=("projects:read",),
+                                     token_type="Bearer", obtained_at=now))
+        # the proxy CA exists already (creating it is mitmproxy's job)
+        ca = make_server_tls(tmp_path / "tls").ca_file
+        cfg.proxy.ca_dir.mkdir(mode=0o700)
+        shutil.copy(ca, cfg.proxy.ca_dir / PROXY_CA_FILE)
+        shutil.copy(ca, cfg.proxy.ca_dir / PROXY_CA_KEY_FILE)
+
+        out = tmp_path / "result.json"
+        env = {k: v for k, v in os.environ.items()
+               if not k.lower().endswith("_proxy") and not k.startswith("QONIC_")}
+        env["PYTHONPATH"] = str(REPO)
+        result = subprocess.run([sys.executable, "-c", SCRIPT, str(alone), str(served), str(out)],
+                                env=env, capture_output=True, text=True, timeout=60,
+                                stdin=subprocess.DEVNULL, check=False)
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(out.read_text())
+    assert outcome["codes"] == {"status_alone": 1, "login": 0, "status": 0, "token": 0,
+                                "exec": 0, "ca": 0, "logout": 0}, result.stderr
+    assert outcome["mitmproxy"] == []
+    assert "a" * 40 in result.stdout  # `token` printed the cached token
+    assert "/-/login" in [path for path, _ in daemon.requests]  # login joined the daemon's

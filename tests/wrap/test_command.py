@@ -1,0 +1,249 @@
+"""`qonic-proxy exec` end to end: real clients through the proxy, exit codes, signals."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from qonic_proxy.config.loader import load_config
+from qonic_proxy.errors import QonicProxyError
+from qonic_proxy.wrap.command import CommandError, exit_code, resolve_program, run_command
+from tests.cli.helpers import write_config
+from tests.wrap.exec_world import TIMEOUT, World, echo_ok
+
+
+# ----- clients --------------------------------------------------------------------------------
+def test_curl_via_reverse_url_and_via_forward_proxy(world: World) -> None:
+    result = world.exec("sh", "-c", f"""
+        curl -sf --max-time 20 "$QONIC_API_URL/projects" && echo &&
+        curl -sf --max-time 20 "$QONIC_API_URL/echo" && echo &&
+        curl -sf --max-time 20 -w '\\n%{{http_connect}}\\n' {world.api}/v1/echo
+    """)
+    assert result.returncode == 0, result.stderr
+    projects, reverse_echo, forward_echo, connect = result.stdout.strip().splitlines()
+    assert "Sandbox Tower" in projects
+    assert echo_ok(reverse_echo)
+    assert echo_ok(forward_echo)
+    assert connect == "200"  # curl sent CONNECT: it really went through the forward proxy
+
+
+PYTHON_CLIENTS = """\
+import json, os, ssl, sys, urllib.request
+import requests
+api, other, other_ca = sys.argv[1:4]
+out = {}
+with urllib.request.urlopen(os.environ["QONIC_API_URL"] + "/echo", timeout=20) as r:
+    out["urllib_reverse"] = (r.status, r.read().decode())
+with urllib.request.urlopen(api + "/v1/echo", timeout=20) as r:  # HTTPS_PROXY + SSL_CERT_FILE
+    out["urllib_forward"] = (r.status, r.read().decode())
+r = requests.get(os.environ["QONIC_API_URL"] + "/echo", timeout=20)
+out["requests_reverse"] = (r.status_code, r.text)
+r = requests.get(api + "/v1/echo", timeout=20)  # HTTPS_PROXY + REQUESTS_CA_BUNDLE
+out["requests_forward"] = (r.status_code, r.text)
+# Another host, trusting ONLY its own CA: works only if the proxy tunnelled, not intercepted.
+ctx = ssl.create_default_context(cafile=other_ca)
+with urllib.request.urlopen(urllib.request.Request(other + "/urllib"), context=ctx,
+                            timeout=20) as r:
+    out["urllib_other"] = (r.status, r.read().decode())
+r = requests.get(other + "/requests", verify=other_ca, timeout=20)
+out["requests_other"] = (r.status_code, r.text)
+out["proxies"] = urllib.request.getproxies()
+print(json.dumps(out))
+"""
+
+
+def test_python_urllib_and_requests(world: World) -> None:
+    script = world.tmp / "clients.py"
+    script.write_text(PYTHON_CLIENTS)
+    before = len(world.other.seen)
+    result = world.exec(sys.executable, str(script), world.api, world.other.https,
+                        str(world.other.ca_file))
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    for name in ("urllib_reverse", "urllib_forward", "requests_reverse", "requests_forward"):
+        status, body = out[name]
+        assert status == 200, name
+        assert echo_ok(body), name
+    assert out["urllib_other"][0] == out["requests_other"][0] == 200
+    assert out["proxies"]["https"].startswith("http://127.0.0.1:")
+    seen = world.other.seen[before:]
+    assert len(seen) == 2
+    assert all("authorization" not in request["headers"] for request in seen)
+
+
+NODE_CLIENT = r"""
+const http = require("http"), tls = require("tls");
+async function viaReverse() {
+  const r = await fetch(process.env.QONIC_API_URL + "/echo");
+  return [r.status, await r.text()];
+}
+// Node's fetch ignores HTTPS_PROXY (before NODE_USE_ENV_PROXY), so tunnel by hand: CONNECT
+// through the forward proxy, then TLS verified with Node's roots + NODE_EXTRA_CA_CERTS only.
+function viaForward(target) {
+  const proxy = new URL(process.env.HTTPS_PROXY), t = new URL(target);
+  return new Promise((resolve, reject) => {
+    const req = http.request({host: proxy.hostname, port: proxy.port, method: "CONNECT",
+                              path: `${t.hostname}:${t.port}`});
+    req.on("error", reject);
+    req.on("connect", (res, socket) => {
+      if (res.statusCode !== 200) return reject(new Error("CONNECT " + res.statusCode));
+      const s = tls.connect({socket, servername: t.hostname}, () => {
+        s.write(`GET ${t.pathname} HTTP/1.1\r\nHost: ${t.host}\r\nConnection: close\r\n\r\n`);
+      });
+      let data = "";
+      s.on("data", (d) => (data += d));
+      s.on("end", () => resolve(data));
+      s.on("error", reject);
+    });
+    req.end();
+  });
+}
+(async () => {
+  const [status, body] = await viaReverse();
+  const raw = await viaForward(process.argv[1] + "/v1/echo");
+  console.log(JSON.stringify({status, body, forwardStatus: raw.split(" ")[1],
+                              forwardBody: raw.slice(raw.indexOf("\r\n\r\n") + 4)}));
+})().catch((e) => { console.error(String(e)); process.exit(3); });
+"""
+
+
+def test_node_fetch_and_extra_ca_certs(world: World) -> None:
+    result = world.exec("node", "-e", NODE_CLIENT, world.api)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["status"] == 200
+    assert echo_ok(out["body"])
+    assert out["forwardStatus"] == "200"
+    assert echo_ok(out["forwardBody"])
+
+
+def test_other_host_is_tunnelled_and_never_sees_the_token(world: World) -> None:
+    before = len(world.other.seen)
+    # --cacert with the other server's CA alone: an intercepted connection would fail to verify.
+    result = world.exec("curl", "-sf", "--max-time", "20", "--cacert",
+                        str(world.other.ca_file), "-w", "\n%{http_connect}",
+                        world.other.https + "/curl")
+    assert result.returncode == 0, result.stderr
+    body, connect = result.stdout.splitlines()
+    assert json.loads(body) == {"bystander": True}
+    assert connect == "200"
+    seen = world.other.seen[before:]
+    assert len(seen) == 1
+    assert "authorization" not in seen[0]["headers"]
+    assert world.access_token not in json.dumps(seen)
+
+
+def test_exit_codes_propagate(world: World) -> None:
+    assert world.exec("sh", "-c", "exit 7").returncode == 7
+    assert world.exec("true").returncode == 0
+    killed = world.exec("sh", "-c", "kill -KILL $$")
+    assert killed.returncode == 128 + signal.SIGKILL
+
+
+def test_missing_and_non_executable_commands(world: World) -> None:
+    missing = world.exec("no-such-command-qonic-test")
+    assert missing.returncode == 127
+    assert missing.stderr.strip() == \
+        "qonic-proxy: no-such-command-qonic-test: command not found"
+    plain = world.tmp / "not-executable.sh"
+    plain.write_text("#!/bin/sh\necho hi\n")
+    plain.chmod(0o644)
+    refused = world.exec(str(plain))
+    assert refused.returncode == 126
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert world.exec(str(world.tmp / "nope" / "x")).returncode == 127
+
+
+def test_usage_error_without_command(world: World) -> None:
+    result = world.cli("exec")
+    assert result.returncode == 2
+    assert "exec needs a command" in result.stderr
+
+
+SIGNAL_CHILD = """\
+import signal, sys, time
+from pathlib import Path
+marker = Path(sys.argv[1])
+def handler(signum, frame):
+    marker.write_text(f"got {signum}")
+    sys.exit(40 + signum)
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(s, handler)
+marker.write_text("ready")
+deadline = time.monotonic() + 50
+while time.monotonic() < deadline:
+    time.sleep(0.02)
+sys.exit(99)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_signals_are_forwarded(world: World, signum: signal.Signals) -> None:
+    script = world.tmp / "signal_child.py"
+    script.write_text(SIGNAL_CHILD)
+    marker = world.tmp / f"marker-{signum}"
+    argv = [sys.executable, "-m", "qonic_proxy", "exec", "--config", str(world.config), "--",
+            sys.executable, str(script), str(marker)]
+    proc = subprocess.Popen(argv, env=world.env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not (marker.exists() and marker.read_text() == "ready"):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the child never started"
+            time.sleep(0.02)
+        proc.send_signal(signum)  # to exec only, not to its process group
+        _, stderr = proc.communicate(timeout=TIMEOUT)
+        assert marker.read_text() == f"got {int(signum)}"
+        assert proc.returncode == 40 + signum, stderr
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+# ----- units -------------------------------------------------------------------------------------
+def test_resolve_program(tmp_path: Path) -> None:
+    assert resolve_program("sh", os.defpath) == shutil.which("sh", path=os.defpath)
+    with pytest.raises(CommandError) as missing:
+        resolve_program("no-such-command-qonic-test", os.defpath)
+    assert (str(missing.value), missing.value.exit_code) == \
+        ("no-such-command-qonic-test: command not found", 127)
+    with pytest.raises(CommandError) as no_file:
+        resolve_program(str(tmp_path / "nope"), None)
+    assert no_file.value.exit_code == 127
+    plain = tmp_path / "plain.sh"
+    plain.write_text("#!/bin/sh\n")
+    plain.chmod(0o644)
+    for not_executable in (plain, tmp_path):
+        with pytest.raises(CommandError) as refused:
+            resolve_program(str(not_executable), None)
+        assert refused.value.exit_code == 126
+    plain.chmod(0o755)
+    assert resolve_program(str(plain), None) == str(plain)
+
+
+def test_exit_code_follows_the_shell() -> None:
+    assert exit_code(0) == 0
+    assert exit_code(7) == 7
+    assert exit_code(-signal.SIGKILL) == 128 + signal.SIGKILL
+    assert exit_code(-signal.SIGTERM) == 143
+
+
+def test_run_command_reports_a_missing_program_before_any_login(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = load_config(write_config(tmp_path))
+    assert run_command(cfg, ["no-such-command-qonic-test"]) == 127
+    assert capsys.readouterr().err == "qonic-proxy: no-such-command-qonic-test: command not found\n"
+    assert not (tmp_path / "ca").exists()  # not even the CA was made
+    with pytest.raises(QonicProxyError, match="exec needs a command"):
+        run_command(cfg, [])
