@@ -32,7 +32,7 @@ from mitmproxy.test import tflow, tutils
 from qonic_proxy.errors import ConfigError, QonicProxyError
 from qonic_proxy.hosts import Origin
 from qonic_proxy.metrics import Metrics
-from qonic_proxy.oauth.client import TokenSet
+from qonic_proxy.oauth.tokenset import TokenSet
 from qonic_proxy.proxy import client_key
 from qonic_proxy.proxy.addon import Guard, ListenerInfo, QonicAddon
 from qonic_proxy.tokens.store import TokenStore
@@ -659,7 +659,7 @@ _SAVER = """
 import sys
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from qonic_proxy.oauth.client import TokenSet
+from qonic_proxy.oauth.tokenset import TokenSet
 from qonic_proxy.tokens.store import TokenStore
 store = TokenStore(Path({path!r}), "k")
 i = 0

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import QonicProxyError
-from qonic_proxy.oauth.client import TokenSet
+from qonic_proxy.oauth.tokenset import TokenSet
 
 log = logging.getLogger(__name__)
 
