@@ -101,7 +101,7 @@ def network_error(exc: BaseException, url: str, timeout: float) -> TokenEndpoint
             error_code="timeout",
         )
     if isinstance(exc, ssl.SSLCertVerificationError):
-        why = clean(exc.verify_message or str(exc), 120)
+        why = clean(getattr(exc, "verify_message", None) or str(exc), 120)
         return TokenEndpointError(
             f"the TLS certificate of the token endpoint at {url} could not be verified ({why}); "
             "if it is signed by a private or corporate CA, set [qonic] ca_file to that CA's PEM "
@@ -109,7 +109,7 @@ def network_error(exc: BaseException, url: str, timeout: float) -> TokenEndpoint
             error_code="tls_verify",
         )
     if isinstance(exc, ssl.SSLError):
-        why = clean(exc.reason or str(exc), 120)
+        why = clean(getattr(exc, "reason", None) or str(exc), 120)
         return TokenEndpointError(
             f"the TLS handshake with the token endpoint at {url} failed ({why}); check [qonic] "
             "token_url (https on a TLS port) and [qonic] ca_file",

@@ -12,7 +12,7 @@ from tests.oauth.support import FakeEndpoint, LocalTls, fake_endpoint
 
 @pytest.fixture(autouse=True)
 def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """urllib honours *_proxy variables; these tests must reach 127.0.0.1 directly."""
+    """Start clean: a test that wants proxy variables (to prove they are ignored) sets them."""
     for name in (
         "http_proxy",
         "https_proxy",

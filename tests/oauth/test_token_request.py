@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.parse
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from qonic_proxy.errors import TokenEndpointError
 from qonic_proxy.oauth import token_request as oauth
 from qonic_proxy.oauth.token_request import MAX_TOKEN_RESPONSE, parse_token_response
 from qonic_proxy.oauth.tokenset import TokenSet
-from tests.oauth.support import ACCESS, CODE, REFRESH, json_body, make_jwt
+from tests.oauth.support import ACCESS, CODE, REFRESH, SECRET, json_body, make_cfg, make_jwt
 
 
 def parse(status: int, body: bytes, ctype: str | None = "application/json", **kw: Any) -> TokenSet:
@@ -241,3 +242,46 @@ def test_huge_token_response_is_refused():
     with pytest.raises(TokenEndpointError) as err:
         parse_token_response(200, "application/json", body, requested_scopes=(), now=0)
     assert err.value.error_code == "too_large"
+
+
+# --------------------------------------------------------------------------------------------
+# The builders: what is sent, as (url, headers, body)
+
+
+def form_of(body: bytes) -> dict[str, list[str]]:
+    return urllib.parse.parse_qs(body.decode("ascii"), keep_blank_values=True, strict_parsing=True)
+
+
+def test_prepare_code_exchange() -> None:
+    cfg = make_cfg(redirect_uri="http://127.0.0.1:8765/cb")
+    url, headers, body = oauth.prepare_code_exchange(cfg, code=CODE, code_verifier="v" * 43)
+    assert url == cfg.qonic.token_url
+    assert headers == {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Accept": "application/json",
+        "User-Agent": "qonic-proxy",
+    }
+    assert form_of(body) == {
+        "client_id": ["my-client"],
+        "client_secret": [SECRET],
+        "code": [CODE],
+        "redirect_uri": ["http://127.0.0.1:8765/cb"],
+        "code_verifier": ["v" * 43],
+        "grant_type": ["authorization_code"],
+    }
+
+
+def test_prepare_refresh_for_a_public_client() -> None:
+    request = oauth.prepare_refresh(make_cfg(secret=None), REFRESH)
+    assert form_of(request.body) == {
+        "client_id": ["my-client"],
+        "grant_type": ["refresh_token"],
+        "refresh_token": [REFRESH],
+    }
+
+
+def test_a_prepared_request_hides_its_body_in_repr() -> None:
+    request = oauth.prepare_code_exchange(make_cfg(), code=CODE, code_verifier="v" * 43)
+    text = repr(request)
+    assert CODE not in text and SECRET not in text and "v" * 43 not in text
+    assert request.url in text

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from qonic_proxy.oauth.tokenset import TokenSet
-from tests.oauth.support import ACCESS, REFRESH
+from qonic_proxy.oauth.tokenset import TokenSet, finite_float, jwt_exp
+from tests.oauth.support import ACCESS, REFRESH, make_jwt
 
 
 def sample_tokens(**changes: Any) -> TokenSet:
@@ -65,3 +65,17 @@ def test_tokenset_from_json_rejects_non_dict_and_missing_field() -> None:
     del data["obtained_at"]
     with pytest.raises(ValueError):
         TokenSet.from_json(data)
+
+
+def test_jwt_exp_is_only_a_hint() -> None:
+    assert jwt_exp(make_jwt({"exp": 1_900_000_000})) == 1_900_000_000.0
+    for claims in ({"exp": "soon"}, {"exp": True}, {"exp": -1}, {"sub": "u"}):
+        assert jwt_exp(make_jwt(claims)) is None
+    for token in ("opaque", "a.b", "a.!!!.c", "a." + "W10" + ".c"):  # not JSON / a list
+        assert jwt_exp(token) is None
+
+
+def test_finite_float() -> None:
+    assert finite_float(3) == 3.0 and finite_float(2.5) == 2.5
+    for value in (True, None, "1", float("nan"), float("inf"), [1]):
+        assert finite_float(value) is None
