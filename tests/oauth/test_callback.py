@@ -409,3 +409,77 @@ def test_second_callback_during_exchange_gets_410(endpoint: FakeEndpoint) -> Non
     assert replay.status == 410 and "already" in replay.body
     assert_safe_page(replay)
     assert len(endpoint.requests) == 1
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    """Send raw bytes, read the answer until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        if data:
+            sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_silent_connection_gets_408_after_the_read_timeout(
+    endpoint: FakeEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(oauth, "READ_TIMEOUT", 0.3)
+    port = free_port()
+    cfg = callback_cfg(endpoint, port)
+
+    async def scenario() -> tuple[bytes, float, bool]:
+        attempt = LoginAttempt(cfg)
+        await attempt.start()
+        try:
+            started = time.monotonic()
+            answer = await asyncio.to_thread(raw_exchange, port, b"")
+            return answer, time.monotonic() - started, not attempt._result.done()  # noqa: SLF001
+        finally:
+            await attempt.close()
+
+    answer, took, still_waiting = run(scenario())
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert b"No request was received." in answer
+    assert 0.2 < took < 5 and still_waiting
+
+
+def test_h11_answers_with_standard_reasons_and_checks_the_head(endpoint: FakeEndpoint) -> None:
+    """Reason phrases come from http.HTTPStatus; a complete head over MAX_HEAD is still 431."""
+    port = free_port()
+    cfg = callback_cfg(endpoint, port)
+    host = b"Host: 127.0.0.1\r\n"
+
+    async def scenario() -> list[bytes]:
+        attempt = LoginAttempt(cfg)
+        await attempt.start()
+        try:
+            state = state_of(attempt.authorize_url).encode()
+            requests = [
+                b"GET /nowhere HTTP/1.1\r\n" + host + b"\r\n",
+                b"POST /callback HTTP/1.1\r\n" + host + b"Content-Length: 0\r\n\r\n",
+                b"GET /callback?code=x&state=" + state + b" HTTP/2.0\r\n" + host + b"\r\n",
+                b"GET /callback HTTP/1.1\r\n" + host + b"X-Pad: " + b"a" * 20000 + b"\r\n\r\n",
+                b"GET /callback?code=x&state=" + state + b" HTTP/1.1\r\n\r\n",  # no Host
+                b"HEAD /callback HTTP/1.1\r\n" + host + b"\r\n",
+            ]
+            answers = [await asyncio.to_thread(raw_exchange, port, r) for r in requests]
+            assert not attempt._result.done()  # noqa: SLF001
+            return answers
+        finally:
+            await attempt.close()
+
+    answers = run(scenario())
+    lines = [answer.split(b"\r\n", 1)[0] for answer in answers]
+    assert lines == [
+        b"HTTP/1.1 404 Not Found",
+        b"HTTP/1.1 405 Method Not Allowed",
+        b"HTTP/1.1 400 Bad Request",
+        b"HTTP/1.1 431 Request Header Fields Too Large",
+        b"HTTP/1.1 400 Bad Request",
+        b"HTTP/1.1 405 Method Not Allowed",
+    ]
+    assert b"\r\nAllow: GET\r\n" in answers[1]
+    head, _, body = answers[5].partition(b"\r\n\r\n")
+    assert body == b"" and b"Content-Length: " in head  # HEAD: the headers only
