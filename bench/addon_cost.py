@@ -78,7 +78,7 @@ async def bare_cost(flows: int) -> float:
 
 async def daemon_cost(flows: int, workdir: Path) -> float:
     from qonic_proxy.config.loader import load_config
-    from qonic_proxy.oauth.client import TokenSet
+    from qonic_proxy.oauth.tokenset import TokenSet
     from qonic_proxy.proxy.daemon import Daemon
     from qonic_proxy.tokens.store import TokenStore, cache_key
 

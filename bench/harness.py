@@ -237,7 +237,8 @@ def scripted_login(config_path: Path) -> str:
     token (for the direct measurements, which must send the same header the proxy adds).
     """
     from qonic_proxy.config.loader import load_config
-    from qonic_proxy.oauth.client import build_authorize_url, exchange_code
+    from qonic_proxy.oauth.authorize import build_authorize_url
+    from qonic_proxy.oauth.client import exchange_code
     from qonic_proxy.tokens.store import TokenStore, cache_key
 
     cfg = load_config(config_path, env={})

@@ -16,7 +16,9 @@ from typing import Any
 from qonic_proxy.cli.daemon_client import daemon_health, daemon_login_url
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import LoginError, QonicProxyError
-from qonic_proxy.oauth.client import TokenSet, login, open_browser_in_background, refresh_tokens
+from qonic_proxy.oauth.client import refresh_tokens
+from qonic_proxy.oauth.login import login, open_browser_in_background
+from qonic_proxy.oauth.tokenset import TokenSet
 from qonic_proxy.tokens.service import refresh_due_at
 from qonic_proxy.tokens.store import TokenStore, cache_key
 

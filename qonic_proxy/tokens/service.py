@@ -19,12 +19,10 @@ from typing import Any
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import LoginError, QonicProxyError, TokenEndpointError
 from qonic_proxy.metrics import Metrics
-from qonic_proxy.oauth.client import (
-    LoginAttempt,
-    TokenSet,
-    open_browser_in_background,
-    refresh_tokens,
-)
+from qonic_proxy.oauth.callback import LoginAttempt
+from qonic_proxy.oauth.client import refresh_tokens
+from qonic_proxy.oauth.login import open_browser_in_background
+from qonic_proxy.oauth.tokenset import TokenSet
 from qonic_proxy.tokens.store import TokenStore
 from qonic_proxy.tokens.timing import (
     LOGIN_RETRY_COOLDOWN,

@@ -26,7 +26,7 @@ from qonic_proxy.files import (
     read_private_file,
     write_atomic,
 )
-from qonic_proxy.oauth.client import TokenSet
+from qonic_proxy.oauth.tokenset import TokenSet
 
 log = logging.getLogger(__name__)
 

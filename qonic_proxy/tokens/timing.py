@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from qonic_proxy.oauth.client import TokenSet
+from qonic_proxy.oauth.tokenset import TokenSet
 
 REFRESH_TIMEOUT = 45.0  # bounds how long a request waits for a refresh (token request + file lock)
 REFRESH_BACKOFF = 5.0  # after a failed refresh, wait this long before the next (unless a 401)

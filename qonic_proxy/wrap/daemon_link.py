@@ -22,7 +22,7 @@ from qonic_proxy.cli.daemon_client import daemon_health
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import LoginError
 from qonic_proxy.hosts import Origin, connect_host
-from qonic_proxy.oauth.client import open_browser_in_background
+from qonic_proxy.oauth.login import open_browser_in_background
 from qonic_proxy.wrap.environment import Endpoints, private_config
 
 log = logging.getLogger("qonic_proxy.exec")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from qonic_proxy.cli.session import store_for
 from qonic_proxy.config.loader import load_config
-from qonic_proxy.oauth.client import TokenSet
+from qonic_proxy.oauth.tokenset import TokenSet
 from qonic_proxy.sandbox.certs import make_server_tls
 from qonic_proxy.wrap.ca_files import PROXY_CA_FILE, PROXY_CA_KEY_FILE
 from tests.cli.fake_daemon import fake_daemon, health_answer

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from qonic_proxy.errors import QonicProxyError
-from qonic_proxy.oauth.client import TokenSet
+from qonic_proxy.oauth.tokenset import TokenSet
 from qonic_proxy.proxy import client_key
 from qonic_proxy.tokens.store import TokenStore
 from tests.harness import (
@@ -401,7 +401,7 @@ _SAVER = """
 import sys
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from qonic_proxy.oauth.client import TokenSet
+from qonic_proxy.oauth.tokenset import TokenSet
 from qonic_proxy.tokens.store import TokenStore
 store = TokenStore(Path({path!r}), "k")
 i = 0

@@ -19,7 +19,7 @@ import pytest
 
 from qonic_proxy.errors import TokenEndpointError
 from qonic_proxy.metrics import Metrics
-from qonic_proxy.oauth.client import TokenSet
+from qonic_proxy.oauth.tokenset import TokenSet
 from qonic_proxy.tokens import service as tokens_module
 from qonic_proxy.tokens import timing
 from qonic_proxy.tokens.service import TokenService, refresh_due_at

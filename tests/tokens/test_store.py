@@ -22,7 +22,7 @@ from qonic_proxy.config.model import (
     TokenSettings,
 )
 from qonic_proxy.errors import QonicProxyError
-from qonic_proxy.oauth.client import TokenSet
+from qonic_proxy.oauth.tokenset import TokenSet
 from qonic_proxy.tokens.store import TokenStore, cache_key
 
 ACCESS = "access-token-for-the-store-test"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qonic_proxy.oauth.client import TokenSet
+from qonic_proxy.oauth.tokenset import TokenSet
 from qonic_proxy.tokens.timing import Cooldown, refresh_due_at
 
 
