@@ -39,6 +39,9 @@ def parse_loopback_redirect(value: str) -> LoopbackRedirect:
     """http, a loopback host, an explicit port and a path; RedirectUriError otherwise."""
     if any(ch.isspace() or ord(ch) < 0x20 for ch in value):
         raise RedirectUriError("contains spaces or control characters")
+    if "@" in value or "?" in value or "#" in value:
+        # Checked first, so no later message quotes it: user info or a query may hold a password.
+        raise RedirectUriError("must not have user info, a query or a fragment")
     try:
         parts = urlsplit(value)
         port = parts.port
@@ -46,9 +49,6 @@ def parse_loopback_redirect(value: str) -> LoopbackRedirect:
         raise RedirectUriError(f"{value!r} is not a valid URL") from None
     if parts.scheme.lower() != "http":
         raise RedirectUriError(f"{value!r} must use http:// (the callback is served on loopback)")
-    if "@" in parts.netloc or "?" in value or "#" in value:
-        # Not echoed: user info or a query could hold a password.
-        raise RedirectUriError("must not have user info, a query or a fragment")
     host = (parts.hostname or "").lower()
     if host not in LOOPBACK_NAMES:
         raise RedirectUriError(f"{value!r} must be on localhost, 127.0.0.1 or [::1] (RFC 8252)")
