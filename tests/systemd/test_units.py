@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SYSTEMD = ROOT / "systemd"
 SYSTEM_UNIT = SYSTEMD / "qonic-proxy.service"
 USER_UNIT = SYSTEMD / "qonic-proxy-user.service"
