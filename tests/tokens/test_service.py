@@ -169,7 +169,8 @@ def test_a_failed_refresh_is_shared_by_its_waiters_and_backed_off(rig: Rig):
 def test_an_expired_token_whose_refresh_fails_gives_none(rig: Rig):
     hold(rig, token("a0"))
     rig.clock.now = NOW + 601
-    rig.endpoint.error = TokenEndpointError("down", status=503)
+    # a definite refusal that is not transient (a 503 is an outage: see test_outage.py)
+    rig.endpoint.error = TokenEndpointError("refused", status=400, error_code="invalid_scope")
     assert run(rig.service.get_access_token) is None
     assert rig.service.health()["status"] == "login_required"
 
