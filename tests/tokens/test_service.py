@@ -83,7 +83,8 @@ def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Rig:
     endpoint = Endpoint(clock)
     monkeypatch.setattr(tokens_module, "refresh_tokens", endpoint)
     metrics = Metrics(lambda: None)
-    service = TokenService(cfg, store, metrics=metrics, clock=clock)
+    service = TokenService(cfg, store, metrics=metrics, clock=clock, monotonic=clock,
+                           uniform=lambda low, high: high)  # jitter at its top: exact waits
     offers: list[int] = []
 
     def offer_login() -> None:  # what the real one does, minus the browser and the port
