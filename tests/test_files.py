@@ -252,6 +252,6 @@ def test_the_lock_on_a_read_only_file_system_still_locks(
     with files.exclusive_lock(lock, timeout=1):
         pass
     assert modes and not modes[0] & (os.O_RDWR | os.O_WRONLY)
-    with pytest.raises(OSError):  # a lock file that does not exist cannot be made there
-        with files.exclusive_lock(tmp_path / "missing.lock", timeout=1):
-            pass
+    # a lock file that does not exist cannot be made there
+    with pytest.raises(OSError), files.exclusive_lock(tmp_path / "missing.lock", timeout=1):
+        pass
