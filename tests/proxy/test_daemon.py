@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -27,6 +28,29 @@ def daemon_for(rig: Rig) -> Daemon:
     return daemon
 
 
+def run_loop(loop: Callable[[], Awaitable[None]], monkeypatch: pytest.MonkeyPatch,
+             each_sleep: Callable[[float], bool]) -> list[float]:
+    """Run a daemon loop whose sleeps return at once; stop once `each_sleep(seconds)` says so."""
+    sleeps: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        stop = each_sleep(seconds)
+        await real_sleep(0)
+        if stop:
+            raise asyncio.CancelledError
+
+    monkeypatch.setattr(daemon_module.asyncio, "sleep", sleep)
+
+    async def main() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop()
+
+    run(main)
+    return sleeps
+
+
 def test_status_text_in_an_outage(rig: Rig):
     hold(rig, token("a0"))
     rig.clock.now = NOW + 601
@@ -41,25 +65,14 @@ def test_the_refresh_ahead_loop_wakes_at_the_next_attempt(rig: Rig,
     hold(rig, token("a0"))
     rig.clock.now = NOW + 601
     rig.endpoint.error = TokenEndpointError("down", status=503, retry_after=4)
-    sleeps: list[float] = []
-    real_sleep = asyncio.sleep
 
-    async def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
+    def slept(seconds: float) -> bool:
         rig.clock.now += seconds
-        if len(sleeps) == 1:
-            rig.endpoint.error = None
-        await real_sleep(0)
-        if len(sleeps) >= 2:
-            raise asyncio.CancelledError
+        stop = rig.endpoint.error is None  # the second sleep: after the refresh
+        rig.endpoint.error = None
+        return stop
 
-    monkeypatch.setattr(daemon_module.asyncio, "sleep", sleep)
-
-    async def loop() -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            await daemon_for(rig)._refresh_ahead()
-
-    run(loop)
+    sleeps = run_loop(daemon_for(rig)._refresh_ahead, monkeypatch, slept)
     assert sleeps[0] == 4  # the Retry-After, not a fixed 10 s and not at once
     assert rig.endpoint.calls == ["r0", "r0"] and rig.service.tokens.access_token == "a2"
 
@@ -97,20 +110,6 @@ def test_save_retry_task_runs_every_five_seconds(rig: Rig, monkeypatch: pytest.M
     FullDisk(rig.store, monkeypatch, times=2)
     rig.clock.now = NOW + 545
     assert run(rig.service.get_access_token) == "a1"
-    waits: list[float] = []
-    real_sleep = asyncio.sleep
-
-    async def sleep(seconds: float) -> None:
-        waits.append(seconds)
-        await real_sleep(0)
-        if rig.service.unsaved_error is None:
-            raise asyncio.CancelledError
-
-    monkeypatch.setattr(daemon_module.asyncio, "sleep", sleep)
-
-    async def loop() -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            await daemon_for(rig)._save_retry()
-
-    run(loop)
+    waits = run_loop(daemon_for(rig)._save_retry, monkeypatch,
+                     lambda seconds: rig.service.unsaved_error is None)
     assert waits[:2] == [5.0, 5.0] and rig.store.load().access_token == "a1"
