@@ -108,6 +108,74 @@ def write_atomic(path: Path, data: bytes, *, mode: int = PRIVATE_FILE_MODE) -> N
     fsync_dir(path.parent)
 
 
+class Reservation:
+    """Space set aside for the next version of `path`: a preallocated O_EXCL temp file beside it.
+
+    Made before work whose result must not be lost (a refresh rotates the refresh token): once
+    the space is held, a full disk can no longer stop the result from being written. `commit`
+    writes into it and renames it into place; `abandon` gives the space back.
+    """
+
+    def __init__(self, path: Path, size: int, *, mode: int = PRIVATE_FILE_MODE) -> None:
+        self.path = path
+        self.size = size
+        self.temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        self._fd: int | None = os.open(self.temp, flags, mode)
+        try:
+            os.fchmod(self._fd, mode)
+            _preallocate(self._fd, size)
+        except BaseException:
+            self.abandon()
+            raise
+
+    def commit(self, data: bytes) -> None:
+        """Write `data` into the reserved file, trim it, sync it and rename it over `path`."""
+        if self._fd is None:
+            raise ValueError("the reservation was already used")
+        fd, self._fd = self._fd, None
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.ftruncate(fd, len(data))
+            os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            os.replace(self.temp, self.path)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(self.temp)
+            raise
+        fsync_dir(self.path.parent)
+
+    def abandon(self) -> None:
+        """Give the space back (safe to call twice, and after a commit)."""
+        if self._fd is None:
+            return
+        os.close(self._fd)
+        self._fd = None
+        with contextlib.suppress(OSError):
+            os.unlink(self.temp)
+
+
+def _preallocate(fd: int, size: int) -> None:
+    """Make `size` bytes really allocated (ENOSPC now, not at the write that matters)."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise
+    zeros = memoryview(bytes(size))  # the file system cannot preallocate: write the space
+    while zeros:
+        zeros = zeros[os.write(fd, zeros):]
+    os.fsync(fd)
+
+
 def create_exclusive(path: Path, data: bytes, *, mode: int = PRIVATE_FILE_MODE) -> bool:
     """Create `path` holding `data` unless it exists (then False); never half-written.
 
@@ -170,7 +238,14 @@ def exclusive_lock(path: Path, timeout: float | None = None) -> Iterator[None]:
     flock has no timeout, so a bounded wait polls a non-blocking attempt; TimeoutError when it
     expires. Blocking: async callers use asyncio.to_thread.
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     PRIVATE_FILE_MODE)
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.ENOSPC) or not path.exists():
+            raise
+        # a read-only (or full) file system: an existing lock file still locks, read-only
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         if timeout is None:
             fcntl.flock(fd, fcntl.LOCK_EX)

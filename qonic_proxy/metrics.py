@@ -96,6 +96,11 @@ class Metrics:
         self.refreshes = Counter(
             "qonic_proxy_token_refreshes_total", "Token refreshes, by outcome.", ("outcome",)
         )
+        self.refresh_failures = Counter(
+            "qonic_proxy_token_refresh_failures_total",
+            "Failed token refreshes, by reason (http_<status>, timeout, connection_refused, ...).",
+            ("reason",),
+        )
         self.logins = Counter(
             "qonic_proxy_logins_total", "Browser logins, by outcome.", ("outcome",)
         )
@@ -111,6 +116,7 @@ class Metrics:
         )
 
     def render(self) -> str:
-        series = (self.requests, self.upstream_latency, self.refreshes, self.logins,
+        series = (self.requests, self.upstream_latency, self.refreshes, self.refresh_failures,
+                  self.logins,
                   self.rejected, self.expiry)
         return "\n".join(line for s in series for line in s.render()) + "\n"

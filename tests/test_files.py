@@ -174,3 +174,84 @@ def test_exclusive_lock_is_released_when_its_holder_dies(tmp_path: Path) -> None
     finally:
         holder.kill()
         holder.wait(10)
+
+
+def test_a_reservation_preallocates_a_private_temp_file_and_commits_into_it(
+        tmp_path: Path) -> None:
+    target = tmp_path / "token.json"
+    target.write_bytes(b"old")
+    reservation = files.Reservation(target, 4096)
+    temp = reservation.temp
+    assert temp.parent == tmp_path and temp.name.startswith(".token.json.")
+    info = os.stat(temp)
+    assert stat.S_IMODE(info.st_mode) == 0o600 and info.st_size == 4096
+    assert info.st_blocks * 512 >= 4096  # really allocated, not a sparse hole
+    assert target.read_bytes() == b"old"
+    reservation.commit(b"new data")
+    assert target.read_bytes() == b"new data" and not temp.exists()
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+    reservation.abandon()  # after a commit: nothing to do
+    assert target.read_bytes() == b"new data"
+    with pytest.raises(ValueError):
+        reservation.commit(b"again")
+
+
+def test_an_abandoned_reservation_leaves_nothing_and_names_are_unique(tmp_path: Path) -> None:
+    target = tmp_path / "token.json"
+    first, second = files.Reservation(target, 100), files.Reservation(target, 100)
+    assert first.temp != second.temp
+    first.abandon()
+    second.abandon()
+    first.abandon()
+    assert list(tmp_path.iterdir()) == [] and not target.exists()
+
+
+def test_a_reservation_falls_back_to_zeros_without_fallocate(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    def unsupported(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(files.os, "posix_fallocate", unsupported)
+    reservation = files.Reservation(tmp_path / "t", 1000)
+    assert reservation.temp.read_bytes() == bytes(1000)
+    reservation.commit(b"{}")
+    assert (tmp_path / "t").read_bytes() == b"{}"
+
+
+def test_a_reservation_that_does_not_fit_fails_at_once_and_cleans_up(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "posix_fallocate", full)
+    with pytest.raises(OSError) as info:
+        files.Reservation(tmp_path / "t", 1000)
+    assert info.value.errno == errno.ENOSPC and list(tmp_path.iterdir()) == []
+
+
+def test_the_lock_on_a_read_only_file_system_still_locks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    lock = tmp_path / "x.lock"
+    lock.touch(mode=0o600)
+    real_open = os.open
+    modes: list[int] = []
+
+    def read_only_fs(path: object, flags: int, *args: int) -> int:
+        if flags & os.O_RDWR:
+            raise OSError(errno.EROFS, "Read-only file system")
+        modes.append(flags)
+        return real_open(path, flags, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(files.os, "open", read_only_fs)
+    with files.exclusive_lock(lock, timeout=1):
+        pass
+    assert modes and not modes[0] & (os.O_RDWR | os.O_WRONLY)
+    # a lock file that does not exist cannot be made there
+    with pytest.raises(OSError), files.exclusive_lock(tmp_path / "missing.lock", timeout=1):
+        pass

@@ -20,7 +20,7 @@ from qonic_proxy.oauth.client import refresh_tokens
 from qonic_proxy.oauth.login import login, open_browser_in_background
 from qonic_proxy.oauth.tokenset import TokenSet
 from qonic_proxy.tokens.service import refresh_due_at
-from qonic_proxy.tokens.store import TokenStore, cache_key
+from qonic_proxy.tokens.store import CacheWriteError, TokenStore, cache_key
 
 LOGIN_POLL = 0.25  # seconds between looks at the daemon while it waits for a login
 
@@ -80,8 +80,30 @@ def _is_fresh(tokens: TokenSet, margin: float) -> bool:
     return due is None or due > time.time()
 
 
+def _not_refreshing(store: TokenStore, err: CacheWriteError) -> str:
+    return (f"cannot write the token cache {store.path} ({err.reason}); not refreshing, because "
+            "the new refresh token could not be kept; free space or fix the folder's permissions")
+
+
+def _daemon_holds_newer(cfg: Config, store: TokenStore) -> None:
+    """CacheWriteError when the running daemon holds newer tokens than the file (unsaved).
+
+    The file's refresh token is spent then: using it would look like a replay to Qonic.
+    """
+    health = daemon_health(cfg)
+    cache = health.get("cache") if health else None
+    if isinstance(cache, dict) and cache.get("saved") is False:
+        raise CacheWriteError("the running qonic-proxy could not save its newest tokens",
+                              path=store.path, reason=str(cache.get("error") or "unknown"))
+
+
 def current_access_token(cfg: Config) -> str:
-    """The cached access token, refreshed first (under the shared lock) when it is due."""
+    """The cached access token, refreshed first (under the shared lock) when it is due.
+
+    The space of the new cache file is reserved before the refresh token is spent: a one-shot
+    verb cannot hold new tokens anywhere else, so when the reservation fails it refuses to
+    refresh (and still prints a token that has not expired yet, with the warning).
+    """
     store = store_for(cfg)
     tokens = store.load()
     if tokens is None:
@@ -97,8 +119,19 @@ def current_access_token(cfg: Config) -> str:
             return latest.access_token  # another process refreshed while we waited
         if not latest.refresh_token:
             raise QonicProxyError("the cached token cannot be refreshed; run `qonic-proxy login`")
-        new = refresh_tokens(cfg, latest.refresh_token)
-        store.save(new)
+        try:
+            _daemon_holds_newer(cfg, store)
+            reservation = store.reserve()
+        except CacheWriteError as err:
+            if latest.expires_at is None or latest.expires_at > time.time():
+                print(f"qonic-proxy: {_not_refreshing(store, err)}", file=sys.stderr, flush=True)
+                return latest.access_token
+            raise QonicProxyError(_not_refreshing(store, err)) from None
+        try:
+            new = refresh_tokens(cfg, latest.refresh_token)
+            store.save(new, reservation)
+        finally:
+            reservation.abandon()
         return new.access_token
 
 
@@ -119,8 +152,11 @@ def status_report(cfg: Config) -> dict[str, Any]:
         "refresh_token": bool(tokens and tokens.refresh_token),
         "daemon": None,
     }
+    report["cache"] = {"path": str(store.path), "saved": True, "error": None}
     if health is not None and "listeners" in health:
         report["daemon"] = {key: health.get(key) for key in ("status", "listeners", "pid")}
+        if isinstance(health.get("cache"), dict):
+            report["cache"] = health["cache"]  # the daemon knows whether its newest are saved
     if not usable:
         report["action"] = "run `qonic-proxy login`"
     return report

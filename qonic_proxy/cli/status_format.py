@@ -21,6 +21,9 @@ def format_status(report: dict[str, Any]) -> str:
         "logged in" if report["logged_in"] else "NOT logged in: " + report["action"],
         f"  token cache:   {report['cache_file']}",
     ]
+    cache = report.get("cache") or {}
+    if cache.get("saved") is False:
+        lines.append(f"  cache:         NOT SAVED ({cache.get('error')})")
     if report.get("scopes"):
         lines.append(f"  scopes:        {' '.join(report['scopes'])}")
     if report.get("expires_at"):

@@ -54,6 +54,7 @@ def _send(
         now=time.time(),
         endpoint=shown,
         redact=redact,
+        retry_after=answer.retry_after,
     )
 
 

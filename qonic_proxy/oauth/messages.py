@@ -153,3 +153,20 @@ def refusal_message(error: str, description: str | None) -> str:
             "with Qonic, then run `qonic-proxy login` again"
         )
     return f"Qonic refused the login: {said}; {todo}"
+
+
+_REASON_WORDS = {
+    "timeout": "no answer in time",
+    "connection_refused": "connection refused",
+    "dns": "its host name does not resolve",
+    "network": "a network error",
+    "tls": "the TLS handshake failed",
+    "tls_verify": "its TLS certificate could not be verified",
+}
+
+
+def describe_reason(reason: str) -> str:
+    """A few words for a failure label (`http_503`, `timeout`…), for status lines and answers."""
+    if reason.startswith("http_") and reason[5:].isdigit():
+        return f"HTTP {reason[5:]}"
+    return _REASON_WORDS.get(reason, reason.replace("_", " "))

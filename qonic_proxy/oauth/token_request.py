@@ -7,7 +7,9 @@ about the form and the answer testable without a socket.
 
 from __future__ import annotations
 
+import email.utils
 import json
+import math
 import urllib.parse
 from collections.abc import Iterable
 from typing import Any, NamedTuple
@@ -100,6 +102,23 @@ def _reject_constant(name: str) -> float:
 _NOT_JSON = object()
 
 
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP-date); None if unusable."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # HTTP-dates are GMT; a date without a zone cannot be trusted
+        return None
+    seconds = when.timestamp() - now
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
 def parse_token_response(
     status: int,
     content_type: str | None,
@@ -109,18 +128,21 @@ def parse_token_response(
     now: float,
     endpoint: str | None = None,
     redact: Iterable[str | None] = (),
+    retry_after: str | None = None,
 ) -> TokenSet:
     """Turn a token endpoint answer into a TokenSet or one clear TokenEndpointError.
 
     Tolerant of Qonic's camelCase variants; strict about everything that would make the token
     unusable. `redact` lists values we sent (code, verifier, secret, refresh token) that must not
-    reach the message even if the server echoes them.
+    reach the message even if the server echoes them. `retry_after` is the raw Retry-After
+    header; an error carries it in seconds (see TokenEndpointError.transient).
     """
     where = f" at {endpoint}" if endpoint else ""
     secrets = tuple(redact)
 
     def fail(message: str, code: str | None) -> TokenEndpointError:
-        return TokenEndpointError(redact_secrets(message, secrets), error_code=code, status=status)
+        return TokenEndpointError(redact_secrets(message, secrets), error_code=code, status=status,
+                                  retry_after=parse_retry_after(retry_after, now))
 
     if len(body) > MAX_TOKEN_RESPONSE:
         raise fail(

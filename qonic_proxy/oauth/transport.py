@@ -24,11 +24,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Response:
-    """Status, content type and at most `limit + 1` bytes of the body (so "too big" shows)."""
+    """Status, content type, Retry-After and at most `limit + 1` bytes of the body."""
 
     status: int
     content_type: str | None
     body: bytes = field(repr=False)
+    retry_after: str | None = None  # the raw header; token_request.parse_retry_after reads it
 
 
 def _connection(url: str, *, ca_file: Path | None, timeout: float) -> http.client.HTTPConnection:
@@ -77,6 +78,7 @@ def post_form(
                 status=status,
             )
         content_type = answer.getheader("Content-Type")
+        retry_after = answer.getheader("Retry-After")
         try:
             data = answer.read(limit + 1)
         except (OSError, http.client.HTTPException):
@@ -89,4 +91,4 @@ def post_form(
         raise error from None
     finally:
         conn.close()
-    return Response(status, content_type, data)
+    return Response(status, content_type, data, retry_after)

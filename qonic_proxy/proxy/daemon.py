@@ -29,8 +29,10 @@ from qonic_proxy.proxy.client_key import load_or_create_key
 from qonic_proxy.proxy.guard import Guard
 from qonic_proxy.proxy.listeners import ListenerInfo
 from qonic_proxy.sdnotify import Notifier
+from qonic_proxy.tokens.outage import whole_seconds
 from qonic_proxy.tokens.service import TokenService
 from qonic_proxy.tokens.store import TokenStore, cache_key
+from qonic_proxy.tokens.timing import SAVE_RETRY_INTERVAL
 from qonic_proxy.trust import ssl_context, trust_roots
 
 log = logging.getLogger("qonic_proxy.daemon")
@@ -101,6 +103,7 @@ class Daemon:
         self._background = [
             asyncio.get_running_loop().create_task(self.tokens.watch_store()),
             asyncio.get_running_loop().create_task(self._refresh_ahead()),
+            asyncio.get_running_loop().create_task(self._save_retry()),
             asyncio.get_running_loop().create_task(self.notifier.run_watchdog(lambda: True)),
         ]
         ready = self._ready_line()
@@ -149,6 +152,10 @@ class Daemon:
     # ----- status --------------------------------------------------------------------------
     def status_text(self) -> str:
         """One line for `systemctl status`: never a secret, always what to do."""
+        outage = self.tokens.unavailable()
+        if outage is not None:
+            return (f"{outage.headline()}; retrying in "
+                    f"{whole_seconds(self.tokens.next_attempt_in())} s")
         if self.tokens.is_usable():
             remaining = self.tokens.seconds_until_expiry()
             if remaining is None:
@@ -168,14 +175,21 @@ class Daemon:
             if due_in is None or tokens is None or not tokens.refresh_token:
                 await asyncio.sleep(5)
                 continue
-            if due_in > 0:
+            wait = max(due_in, self.tokens.next_attempt_in())  # after a failure: its back-off
+            if wait > 0:
                 # wake at least every 10 s: asyncio sleeps on the monotonic clock, which stands
                 # still while the machine is suspended, but token expiry is wall-clock time
-                await asyncio.sleep(min(due_in, 10.0))
+                await asyncio.sleep(min(wait, 10.0))
                 continue
             await self.tokens.refresh(tokens.access_token)
-            if self.tokens.tokens is tokens:  # refresh failed; do not hammer the token endpoint
-                await asyncio.sleep(10)
+            if self.tokens.tokens is tokens and not self.tokens.next_attempt_in():
+                await asyncio.sleep(1)  # nothing changed and no back-off: never spin
+
+    async def _save_retry(self) -> None:
+        """Write a token cache that could not be written (disk full, read-only) once it can."""
+        while True:
+            await asyncio.sleep(SAVE_RETRY_INTERVAL)
+            await self.tokens.retry_save()
 
     # ----- run and stop --------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -217,10 +231,26 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.tokens.close()
+        await self._warn_unsaved()
         self._master.shutdown()  # type: ignore[no-untyped-call]
         if self._run_task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._run_task, 10)
+
+
+    async def _warn_unsaved(self) -> None:
+        """One last save of tokens held only in memory; if it fails too, say so in one line."""
+        try:
+            await asyncio.wait_for(self.tokens.retry_save(), 10)
+        except Exception as err:  # stopping anyway: the line below says what is lost
+            log.debug("the last save of the token cache failed: %s", err)
+        warning = self.tokens.shutdown_warning()
+        if warning is None:
+            return
+        if log.isEnabledFor(logging.WARNING):
+            log.warning("%s", warning)
+        else:
+            print(f"qonic-proxy: {warning}", file=sys.stderr, flush=True)
 
 
 def _os_reason(err: BaseException | None) -> str:

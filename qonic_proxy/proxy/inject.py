@@ -7,20 +7,26 @@ from mitmproxy.proxy.mode_specs import ReverseMode
 
 from qonic_proxy.hosts import Origin
 from qonic_proxy.proxy.flow_state import flow_state
-from qonic_proxy.proxy.responses import login_required
+from qonic_proxy.proxy.responses import login_required, token_endpoint_unavailable
+from qonic_proxy.tokens.outage import whole_seconds
 from qonic_proxy.tokens.service import TokenService
 
 
 async def add_token(flow: http.HTTPFlow, tokens: TokenService, api_origin: Origin,
                     ) -> http.Response | None:
-    """Add the bearer token (replacing the client's Authorization); without one, offer a
-    login and return the 401 answer the client should get instead."""
+    """Add the bearer token (replacing the client's Authorization); without one, return the
+    answer the client should get instead: 503 while the token endpoint is down (the login is
+    kept and nothing is offered), else 401 with a login offered."""
     request = flow.request
     if isinstance(flow.client_conn.proxy_mode, ReverseMode):
         # keep_host_header lets the guard see the client's Host; upstream gets the API's
         request.host_header = api_origin.authority
     token = await tokens.get_access_token()
     if token is None:
+        outage = tokens.unavailable()
+        if outage is not None:
+            return token_endpoint_unavailable(outage.headline(),
+                                              whole_seconds(tokens.next_attempt_in()))
         if not tokens.login_pending:
             tokens.offer_login()
         return login_required(tokens.what_to_do())

@@ -52,6 +52,15 @@ def login_required(what_to_do: str) -> http.Response:
     })
 
 
+def token_endpoint_unavailable(headline: str, retry_in: int) -> http.Response:
+    """503 while Qonic's token endpoint fails for a transient reason: the login is kept."""
+    return json_response(503, {
+        "error": "token_endpoint_unavailable",
+        "message": f"{headline}; qonic-proxy keeps the login and retries in {retry_in} s.",
+        "retry_after": retry_in,
+    }, {"Retry-After": str(retry_in)})
+
+
 def internal_error() -> http.Response:
     return json_response(500, {
         "error": "internal_error",

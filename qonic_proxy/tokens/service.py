@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from qonic_proxy.config.model import Config
@@ -23,28 +23,30 @@ from qonic_proxy.oauth.callback import LoginAttempt
 from qonic_proxy.oauth.client import refresh_tokens
 from qonic_proxy.oauth.login import open_browser_in_background
 from qonic_proxy.oauth.tokenset import TokenSet
-from qonic_proxy.tokens.store import TokenStore
+from qonic_proxy.tokens.health import health_body
+from qonic_proxy.tokens.outage import (
+    Outage,
+    RefreshResult,
+    UnsavedTokens,
+    failure_facts,
+    whole_seconds,
+)
+from qonic_proxy.tokens.refresh import refresh_shared
+from qonic_proxy.tokens.store import CacheWriteError, TokenStore
 from qonic_proxy.tokens.timing import (
     LOGIN_RETRY_COOLDOWN,
-    REFRESH_BACKOFF,
     REFRESH_TIMEOUT,
     STORE_POLL_INTERVAL,
+    Backoff,
     Cooldown,
     refresh_due_at,
 )
 
-__all__ = ["RefreshResult", "TokenService", "refresh_due_at"]
+__all__ = ["Outage", "RefreshResult", "TokenService", "refresh_due_at"]
 
 log = logging.getLogger("qonic_proxy.tokens")
 
 GRANT_LOST = {"invalid_grant", "unauthorized_client", "invalid_client"}
-
-
-@dataclass
-class RefreshResult:
-    at: float
-    outcome: str  # "ok" or "error"
-    detail: str | None = None
 
 
 class TokenService:
@@ -60,6 +62,8 @@ class TokenService:
         login_page_url: Callable[[], str | None] = lambda: None,
         on_change: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        uniform: Callable[[float, float], float] = random.uniform,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -74,7 +78,10 @@ class TokenService:
         self._login_task: asyncio.Task[None] | None = None
         self._login_received = False
         self._store_mtime: int | None = None
-        self._refresh_backoff = Cooldown(REFRESH_BACKOFF)
+        self._refresh_backoff = Backoff(monotonic, uniform)
+        self._outage: Outage | None = None
+        self._rejected: str | None = None  # an access token Qonic answered 401 to
+        self._unsaved = UnsavedTokens(store)
         self.last_refresh: RefreshResult | None = None
         self.last_login_error: str | None = None
         self._login_cooldown = Cooldown(LOGIN_RETRY_COOLDOWN)
@@ -93,16 +100,57 @@ class TokenService:
     def is_usable(self) -> bool:
         """True when a token is held that has not expired (a refresh may still be due)."""
         remaining = self.seconds_until_expiry()
-        return self._tokens is not None and (remaining is None or remaining > 0)
+        return (self._tokens is not None and (remaining is None or remaining > 0)
+                and self._tokens.access_token != self._rejected)
 
     def _needs_refresh(self, tokens: TokenSet) -> bool:
+        if tokens.access_token == self._rejected:
+            return True
         due = refresh_due_at(tokens, self.cfg.token.refresh_margin)
         return due is not None and due <= self.clock()
 
     def refresh_due_in(self) -> float | None:
         """Seconds until the held token is due for a refresh (negative: overdue)."""
+        if self._tokens is not None and self._tokens.access_token == self._rejected:
+            return 0.0
         due = refresh_due_at(self._tokens, self.cfg.token.refresh_margin) if self._tokens else None
         return None if due is None else due - self.clock()
+
+    def next_attempt_in(self) -> float:  # until a failed refresh may be tried again (0: now)
+        return self._refresh_backoff.remaining()
+
+    @property
+    def outage(self) -> Outage | None:
+        """Set while refreshing fails for a transient reason (the grant is kept)."""
+        return self._outage
+
+    def unavailable(self) -> Outage | None:
+        """The outage, when it leaves no usable token: requests get 503, not a login."""
+        if self._outage is None or self._tokens is None or self.is_usable():
+            return None
+        return self._outage
+
+    @property  # the cache could not be written: why (in few words, in a sentence, at shutdown)
+    def unsaved_reason(self) -> str | None:
+        return self._unsaved.reason
+
+    @property
+    def unsaved_error(self) -> str | None:
+        return self._unsaved.sentence()
+
+    def shutdown_warning(self) -> str | None:
+        return self._unsaved.shutdown_warning()
+
+    async def retry_save(self) -> None:
+        """Write the tokens held only in memory, if any (every 5 s, and before a refresh)."""
+        if self._unsaved.tokens is not None:
+            async with self._refresh_lock:
+                await self._retry_save_locked()
+
+    async def _retry_save_locked(self) -> None:
+        if self._unsaved.tokens is not None:
+            await asyncio.to_thread(self._unsaved.save)
+            self._store_mtime = self.store.mtime_ns()
 
     @property
     def login_pending(self) -> bool:
@@ -119,27 +167,8 @@ class TokenService:
         return f"Log in to Qonic: {where}run `qonic-proxy login`."
 
     def health(self) -> dict[str, Any]:
-        usable = self.is_usable()
-        body: dict[str, Any] = {
-            "status": "ok" if usable else "login_required",
-            "logged_in": usable,
-            "expires_in": _rounded(self.seconds_until_expiry()),
-            "scopes": list(self._tokens.scopes) if self._tokens else [],
-            "refresh_token": bool(self._tokens and self._tokens.refresh_token),
-            "login_in_progress": self.login_pending,
-            "last_refresh": None,
-        }
-        if self.last_refresh:
-            body["last_refresh"] = {
-                "at": round(self.last_refresh.at),
-                "outcome": self.last_refresh.outcome,
-                "detail": self.last_refresh.detail,
-            }
-        if not usable:
-            body["action"] = self.what_to_do()
-            if self.last_login_error:
-                body["last_login_error"] = self.last_login_error
-        return body
+        """The /-/health body (no secret in it); see `tokens.health`."""
+        return health_body(self)
 
     # ----- the cache file ------------------------------------------------------------------
     def load_from_store(self) -> bool:
@@ -148,6 +177,12 @@ class TokenService:
         tokens = self.store.load()
         if tokens is None:
             return False
+        held = self._tokens
+        if held is not None and tokens.obtained_at < held.obtained_at:
+            log.info("the token cache %s is older than the tokens held; keeping those",
+                     self.store.path)
+            return True  # never move backwards: its refresh token may be spent already
+        self._unsaved.saved()  # what the file holds is at least as new
         self._adopt(tokens)
         return True
 
@@ -163,6 +198,7 @@ class TokenService:
                         if self._tokens is not None:
                             log.warning("the token cache was deleted (logout); a login is needed")
                             self._tokens = None
+                            self._unsaved.forget()
                             self.on_change()
                     elif self.load_from_store():
                         log.info("picked up a new token from %s", self.store.path)
@@ -172,8 +208,13 @@ class TokenService:
                 log.error("%s", err)
 
     def _adopt(self, tokens: TokenSet) -> None:
+        if self._outage is not None:
+            log.info("the token endpoint answers again (after %d failed attempts)",
+                     self._outage.failures)
         self._tokens = tokens
         self._refresh_backoff.clear()
+        self._outage = None
+        self._rejected = None
         self.last_login_error = None
         self.on_change()
 
@@ -211,60 +252,60 @@ class TokenService:
                 return current.access_token  # somebody refreshed while we waited
             if not force and not self._needs_refresh(current):
                 return current.access_token
-            if not force and self._refresh_backoff.active:
-                return None  # includes callers that queued behind the refresh that just failed
+            if self._refresh_backoff.active and (not force or self._outage is not None):
+                if force:
+                    self._rejected = stale_access_token  # includes callers that queued behind
+                return None  # the refresh that just failed
             if not current.refresh_token:
                 if force:
                     self._lose_token("Qonic rejected the access token; there is no refresh token")
                 return None
+            await self._retry_save_locked()
             try:
-                new, spent = await asyncio.wait_for(
-                    asyncio.to_thread(self._refresh_with_file_lock, current), REFRESH_TIMEOUT
-                )
+                new, spent, unsaved = await asyncio.wait_for(asyncio.to_thread(
+                    refresh_shared, self.cfg, self.store, current, refresh_tokens,
+                    self._needs_refresh), REFRESH_TIMEOUT)
             except (TokenEndpointError, QonicProxyError, TimeoutError) as err:
-                self._refresh_backoff.fail()
-                detail = str(err) or "the token refresh timed out"
-                self.last_refresh = RefreshResult(self.clock(), "error", detail)
-                self._count("refreshes", "error")
-                log.warning("token refresh failed: %s", detail)
-                if isinstance(err, TokenEndpointError) and err.error_code in GRANT_LOST:
-                    self._lose_token("the refresh token is no longer valid")
-                elif force:
-                    self._lose_token("Qonic rejected the access token and refreshing failed")
+                self._refresh_failed(err, stale_access_token, force=force)
                 return None
+            if unsaved is not None:
+                self._unsaved.hold(new, unsaved)
+            else:
+                self._unsaved.saved()
             self._adopt(new)
             self._store_mtime = self.store.mtime_ns()
             if spent:
                 self.refresh_count += 1
                 self.last_refresh = RefreshResult(self.clock(), "ok")
                 self._count("refreshes", "ok")
-                log.info("access token refreshed; valid for %s s",
-                         _rounded(self.seconds_until_expiry()))
-            else:
-                log.info("using the token another qonic-proxy process refreshed; valid for %s s",
-                         _rounded(self.seconds_until_expiry()))
+            log.info("%s; valid for %s s", "access token refreshed" if spent else
+                     "using the token another qonic-proxy process refreshed",
+                     _rounded(self.seconds_until_expiry()))
             return new.access_token
 
-    def _refresh_with_file_lock(self, current: TokenSet) -> tuple[TokenSet, bool]:
-        """Runs in a worker thread: one refresh across every process sharing the cache file.
-
-        Under the lock the file is read again: when a sibling process already rotated the refresh
-        token, its result is used instead of spending our (now used) refresh token a second time.
-        Returns the tokens and whether a token request was made (False: the sibling's result).
-        """
-        with self.store.refresh_lock():
-            on_disk = self.store.load()
-            base = current
-            if on_disk is not None and on_disk.obtained_at > current.obtained_at:
-                fresh = not self._needs_refresh(on_disk)
-                if on_disk.access_token != current.access_token and fresh:
-                    return on_disk, False
-                base = on_disk
-            if not base.refresh_token:
-                raise QonicProxyError("the cached token cannot be refreshed; log in again")
-            new = refresh_tokens(self.cfg, base.refresh_token)
-            self.store.save(new)
-            return new, True
+    def _refresh_failed(self, err: Exception, stale: str, *, force: bool) -> None:
+        """Back off; a transient failure keeps the grant (an outage), only a lost grant logs out."""
+        transient, retry_after, reason, detail = failure_facts(err)
+        delay = self._refresh_backoff.fail(retry_after)
+        now = self.clock()
+        self.last_refresh = RefreshResult(now, "error", detail)
+        self._count("refreshes", "error")
+        if self.metrics is not None:
+            self.metrics.refresh_failures.inc(reason)
+        log.warning("token refresh failed: %s; next attempt in %d s", detail, whole_seconds(delay))
+        if transient:
+            since = self._outage.since if self._outage else now
+            self._outage = Outage(reason, detail, since, now + delay,
+                                  self._refresh_backoff.failures)
+            if force:
+                self._rejected = stale
+            self.on_change()
+            return
+        self._outage = None
+        if isinstance(err, TokenEndpointError) and err.error_code in GRANT_LOST:
+            self._lose_token("the refresh token is no longer valid")
+        elif force:
+            self._lose_token("Qonic rejected the access token and refreshing failed")
 
     def _lose_token(self, why: str) -> None:
         log.warning("%s; %s", why, self.what_to_do())
@@ -279,10 +320,10 @@ class TokenService:
         Requests keep arriving while logged out; without the cool-down each one after a denied
         login would open another browser tab. /-/login and `qonic-proxy login` are not limited.
         """
-        if self.login_pending:
+        if self.login_pending or self._login_cooldown.active:
             return
-        if self._login_cooldown.active:
-            return
+        if self.unavailable() is not None:
+            return  # the grant is fine; only the token endpoint is down for now
         task = asyncio.get_running_loop().create_task(self._offer_login_safely())
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
@@ -317,6 +358,8 @@ class TokenService:
             tokens = await attempt.wait()
             self._login_received = True  # from here on, finishing must not be cancelled
             await asyncio.to_thread(self.store.save, tokens)
+        except CacheWriteError as err:
+            self._unsaved.hold(tokens, err)  # logged in all the same; the save is retried
         except (LoginError, TokenEndpointError, QonicProxyError) as err:
             self.last_login_error = str(err)
             self._login_cooldown.fail()
@@ -328,6 +371,8 @@ class TokenService:
             await attempt.close()
         self._store_mtime = self.store.mtime_ns()
         self._count("logins", "ok")
+        if self._unsaved.tokens is not tokens:
+            self._unsaved.saved()
         self._adopt(tokens)
         log.info("logged in to Qonic; token valid for %s s", _rounded(self.seconds_until_expiry()))
 

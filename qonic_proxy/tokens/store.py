@@ -19,6 +19,7 @@ from pathlib import Path
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import QonicProxyError
 from qonic_proxy.files import (
+    Reservation,
     UnsafeFile,
     ensure_private_dir,
     exclusive_lock,
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MAX_CACHE_SIZE = 1024 * 1024  # a token file is a few KiB; do not read a huge file into memory
+RESERVED_SIZE = 16 * 1024  # set aside before a refresh: more than a token file ever needs
 
 
 def cache_key(cfg: Config) -> str:
@@ -49,6 +51,15 @@ def cache_key(cfg: Config) -> str:
 
 def _why(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
+
+
+class CacheWriteError(QonicProxyError):
+    """The cache could not be written; `reason` is the OS's few words (e.g. "No space left")."""
+
+    def __init__(self, message: str, *, path: Path, reason: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.reason = reason
 
 
 class TokenStore:
@@ -160,26 +171,50 @@ class TokenStore:
                 "it; point [token] cache_file at a folder of your own"
             ) from None
         except OSError as exc:
-            raise QonicProxyError(
+            raise CacheWriteError(
                 f"cannot create token cache folder {folder} ({_why(exc)}); check [token] "
-                "cache_file and the permissions of its parent folders"
+                "cache_file and the permissions of its parent folders",
+                path=self.path, reason=_why(exc),
             ) from None
         return folder
 
-    def save(self, tokens: TokenSet) -> None:
-        """Replace the cache atomically; at no moment is a readable or half-written file there."""
+    def _write_error(self, exc: OSError) -> CacheWriteError:
+        return CacheWriteError(
+            f"cannot write token cache {self.path} ({_why(exc)}); check [token] cache_file "
+            "and the permissions of its folder",
+            path=self.path, reason=_why(exc),
+        )
+
+    def reserve(self) -> Reservation:
+        """Set aside the space of the next save (before spending a refresh token on it).
+
+        CacheWriteError when the folder is full, read-only or not ours to write: the caller
+        then knows, before the token request, that its result could not be kept on disk.
+        """
         self._ensure_folder()
+        try:
+            return Reservation(self.path, RESERVED_SIZE)
+        except OSError as exc:
+            raise self._write_error(exc) from None
+
+    def save(self, tokens: TokenSet, reservation: Reservation | None = None) -> None:
+        """Replace the cache atomically; at no moment is a readable or half-written file there.
+
+        With a `reservation` (from `reserve`), the tokens go into the space it holds.
+        """
+        if reservation is None:
+            self._ensure_folder()
         payload = json.dumps(
             {"version": FORMAT_VERSION, "key": self.key, "tokens": tokens.to_json()},
             separators=(",", ":"),
         ).encode("utf-8")
         try:
-            write_atomic(self.path, payload)
+            if reservation is not None:
+                reservation.commit(payload)
+            else:
+                write_atomic(self.path, payload)
         except OSError as exc:
-            raise QonicProxyError(
-                f"cannot write token cache {self.path} ({_why(exc)}); check [token] cache_file "
-                "and the permissions of its folder"
-            ) from None
+            raise self._write_error(exc) from None
         log.debug("saved tokens to %s", self.path)
 
     def delete(self) -> bool:

@@ -7,13 +7,17 @@ life), a failure holds the next attempt back for a while, and waits are bounded.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 
 from qonic_proxy.oauth.tokenset import TokenSet
 
 REFRESH_TIMEOUT = 45.0  # bounds how long a request waits for a refresh (token request + file lock)
-REFRESH_BACKOFF = 5.0  # after a failed refresh, wait this long before the next (unless a 401)
+REFRESH_BACKOFF = 60.0  # the longest wait between failed refreshes (a Retry-After may ask more)
+BACKOFF_BASE = 1.0  # the wait after the first failed refresh (before jitter)
+RETRY_AFTER_CAP = 300.0  # a Retry-After longer than this is not honoured beyond it
+SAVE_RETRY_INTERVAL = 5.0  # how often an unsaved token cache is written again
 STORE_POLL_INTERVAL = 1.0  # how often the cache file is checked for a login done by another process
 LOGIN_RETRY_COOLDOWN = 30.0  # after a failed login, requests do not open a new one sooner
 
@@ -54,3 +58,48 @@ class Cooldown:
     def active(self) -> bool:
         """True while the last failure is more recent than `seconds`."""
         return self.failed_at is not None and self.clock() - self.failed_at < self.seconds
+
+
+def backoff_delay(failures: int, retry_after: float | None,
+                  uniform: Callable[[float, float], float] = random.uniform) -> float:
+    """The wait after the `failures`-th failure in a row: exponential, jittered, capped.
+
+    min(60, 1 * 2**(n-1)) * uniform(0.5, 1.0); a Retry-After r lengthens it to min(r, 300).
+    """
+    exponent = min(max(failures, 1) - 1, 16)  # 2**16 is far past the cap already
+    delay: float = min(REFRESH_BACKOFF, BACKOFF_BASE * 2**exponent) * uniform(0.5, 1.0)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
+    return delay
+
+
+class Backoff:
+    """Failed refreshes in a row and when the next one may start (monotonic time)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 uniform: Callable[[float, float], float] = random.uniform) -> None:
+        self.clock = clock
+        self.uniform = uniform
+        self.failures = 0
+        self.failed_at: float | None = None
+        self.delay = 0.0
+
+    def fail(self, retry_after: float | None = None) -> float:
+        """Count a failure; returns the seconds until the next attempt."""
+        self.failures += 1
+        self.failed_at = self.clock()
+        self.delay = backoff_delay(self.failures, retry_after, self.uniform)
+        return self.delay
+
+    def clear(self) -> None:
+        self.failures, self.failed_at, self.delay = 0, None, 0.0
+
+    def remaining(self) -> float:
+        """Seconds until the next attempt may start (0 when it may start now)."""
+        if self.failed_at is None:
+            return 0.0
+        return max(0.0, self.failed_at + self.delay - self.clock())
+
+    @property
+    def active(self) -> bool:
+        return self.remaining() > 0

@@ -42,3 +42,11 @@ def test_format_status_not_logged_in() -> None:
         "  refresh token: no",
         "  daemon:        not reachable",
     ]
+
+
+def test_format_status_says_when_the_cache_is_not_saved() -> None:
+    report: dict[str, Any] = {
+        "logged_in": True, "cache_file": "/t.json", "refresh_token": True, "daemon": None,
+        "cache": {"path": "/t.json", "saved": False, "error": "Read-only file system"}}
+    assert format_status(report).splitlines()[2] == (
+        "  cache:         NOT SAVED (Read-only file system)")

@@ -237,3 +237,37 @@ def test_no_secret_in_exceptions_or_logs(
     for text in texts:
         for secret in (CODE, verifier, SECRET, ACCESS, REFRESH):
             assert secret not in text
+
+
+@pytest.mark.parametrize(("status", "headers", "transient", "retry_after"), [
+    (503, {"Retry-After": "12"}, True, 12.0),
+    (429, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, True, 0.0),  # a date in the past
+    (502, {}, True, None),
+    (500, {"Retry-After": "soon"}, True, None),
+    (400, {}, False, None),
+])
+def test_refresh_failures_carry_transience_and_retry_after(
+    endpoint: FakeEndpoint, status: int, headers: dict[str, str], transient: bool,
+    retry_after: float | None,
+) -> None:
+    endpoint.reply = (status, {"Content-Type": "text/html", **headers}, b"<h1>oops</h1>")
+    with pytest.raises(TokenEndpointError) as info:
+        oauth.refresh_tokens(make_cfg(token_url=endpoint.url), REFRESH, timeout=5)
+    assert info.value.transient is transient and info.value.retry_after == retry_after
+    assert info.value.reason == f"http_{status}"
+
+
+def test_an_oauth_temporarily_unavailable_is_transient(endpoint: FakeEndpoint) -> None:
+    endpoint.set_json(400, {"error": "temporarily_unavailable"})
+    with pytest.raises(TokenEndpointError) as info:
+        oauth.refresh_tokens(make_cfg(token_url=endpoint.url), REFRESH, timeout=5)
+    assert info.value.transient and info.value.reason == "http_400"
+
+
+def test_connection_refused_is_transient() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(TokenEndpointError) as info:
+        oauth.refresh_tokens(make_cfg(token_url=f"http://127.0.0.1:{port}/t"), REFRESH, timeout=5)
+    assert info.value.transient and info.value.reason == "connection_refused"

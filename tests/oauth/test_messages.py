@@ -81,3 +81,28 @@ def test_refusal_message() -> None:
     )
     text = messages.refusal_message("invalid_scope", "unknown scope")
     assert text.startswith("Qonic refused the login: invalid_scope: unknown scope; check [oauth]")
+
+
+@pytest.mark.parametrize(("reason", "words"), [
+    ("http_503", "HTTP 503"),
+    ("http_429", "HTTP 429"),
+    ("timeout", "no answer in time"),
+    ("connection_refused", "connection refused"),
+    ("dns", "its host name does not resolve"),
+    ("tls_verify", "its TLS certificate could not be verified"),
+    ("something_else", "something else"),
+])
+def test_describe_reason(reason: str, words: str) -> None:
+    assert messages.describe_reason(reason) == words
+
+
+@pytest.mark.parametrize(("exc", "code"), [
+    (TimeoutError(), "timeout"),
+    (ConnectionRefusedError(), "connection_refused"),
+    (ConnectionResetError(), "network"),
+    (socket.gaierror(), "dns"),
+    (ssl.SSLError(), "tls"),
+])
+def test_network_errors_are_transient(exc: BaseException, code: str) -> None:
+    error = messages.network_error(exc, URL, 5)
+    assert error.error_code == code and error.transient and error.reason == code

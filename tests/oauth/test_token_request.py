@@ -285,3 +285,25 @@ def test_a_prepared_request_hides_its_body_in_repr() -> None:
     text = repr(request)
     assert CODE not in text and SECRET not in text and "v" * 43 not in text
     assert request.url in text
+
+
+@pytest.mark.parametrize(("header", "seconds"), [
+    ("120", 120.0),
+    (" 7 ", 7.0),
+    ("Thu, 01 Jan 1970 00:17:10 GMT", 30.0),  # 1030 - now (1000)
+    ("Thu, 01 Jan 1970 00:00:10 GMT", 0.0),  # in the past: now
+    ("-5", None),
+    ("1.5", None),
+    ("soon", None),
+    ("", None),
+    (None, None),
+])
+def test_retry_after_is_delta_seconds_or_an_http_date(header: str | None,
+                                                     seconds: float | None) -> None:
+    assert oauth.parse_retry_after(header, 1000.0) == seconds
+
+
+def test_an_error_answer_carries_its_retry_after() -> None:
+    error = parse_error(503, b"{}", retry_after="42")
+    assert error.retry_after == 42.0 and error.transient and error.reason == "http_503"
+    assert parse_error(400, json_body({"error": "invalid_grant"})).transient is False

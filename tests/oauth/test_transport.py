@@ -160,3 +160,12 @@ def test_a_server_that_hangs_up_is_a_network_error() -> None:
             thread.join(5)
     assert info.value.error_code == "network"
     assert "closed the connection" in str(info.value)
+
+
+def test_the_retry_after_header_is_returned(endpoint: FakeEndpoint) -> None:
+    endpoint.reply = (503, {"Retry-After": "30", "Content-Type": "text/plain"}, b"busy")
+    answer = post_form(endpoint.url, HEADERS, FORM, ca_file=None, timeout=5, limit=1000)
+    assert (answer.status, answer.retry_after) == (503, "30")
+    endpoint.set_json(200, {})
+    assert post_form(endpoint.url, HEADERS, FORM, ca_file=None, timeout=5,
+                     limit=1000).retry_after is None

@@ -469,3 +469,30 @@ def test_json_log_has_one_access_line_per_request_and_no_secret(
     assert "hunter2" not in text
     for secret in secrets_of(world):
         assert secret not in text
+
+
+# ----- issue 10: an outage of the token endpoint ---------------------------------------------
+def test_a_token_endpoint_outage_answers_503_and_keeps_the_login(
+        world: World, daemons: list[DaemonProcess]):
+    from qonic_proxy.oauth.tokenset import TokenSet
+
+    closed = free_port()  # nothing listens there: every refresh is refused
+    world.config["qonic"]["token_url"] = f"https://127.0.0.1:{closed}/v1/auth/token"
+    now = time.time()
+    store_of(world).save(TokenSet(access_token="expired-access", refresh_token="kept-refresh",
+                                  expires_at=now - 10, scopes=(), token_type="Bearer",
+                                  obtained_at=now - 100))
+    daemon = start(world, daemons, login=False)
+    status, headers, raw = http_request(daemon.reverse_url + "/v1/projects")
+    body = json.loads(raw)
+    assert status == 503 and body["error"] == "token_endpoint_unavailable"
+    assert "connection refused" in body["message"] and int(headers["Retry-After"]) >= 1
+    status, health = daemon.health()
+    assert status == 503 and health["status"] == "token_endpoint_unavailable"
+    assert health["login_in_progress"] is False and health["cache"]["saved"] is True
+    _, _, metrics = http_request(daemon.reverse_url + "/-/metrics")
+    assert metric(metrics.decode(),
+                  'qonic_proxy_token_refresh_failures_total{reason="connection_refused"}') >= 1
+    assert world.browser_runs() == 0
+    assert store_of(world).load().refresh_token == "kept-refresh"
+    assert "login needed" not in daemon.stderr_text()

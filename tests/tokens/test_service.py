@@ -83,7 +83,8 @@ def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Rig:
     endpoint = Endpoint(clock)
     monkeypatch.setattr(tokens_module, "refresh_tokens", endpoint)
     metrics = Metrics(lambda: None)
-    service = TokenService(cfg, store, metrics=metrics, clock=clock)
+    service = TokenService(cfg, store, metrics=metrics, clock=clock, monotonic=clock,
+                           uniform=lambda low, high: high)  # jitter at its top: exact waits
     offers: list[int] = []
 
     def offer_login() -> None:  # what the real one does, minus the browser and the port
@@ -169,7 +170,8 @@ def test_a_failed_refresh_is_shared_by_its_waiters_and_backed_off(rig: Rig):
 def test_an_expired_token_whose_refresh_fails_gives_none(rig: Rig):
     hold(rig, token("a0"))
     rig.clock.now = NOW + 601
-    rig.endpoint.error = TokenEndpointError("down", status=503)
+    # a definite refusal that is not transient (a 503 is an outage: see test_outage.py)
+    rig.endpoint.error = TokenEndpointError("refused", status=400, error_code="invalid_scope")
     assert run(rig.service.get_access_token) is None
     assert rig.service.health()["status"] == "login_required"
 

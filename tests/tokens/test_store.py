@@ -389,3 +389,34 @@ def test_a_foreign_writable_folder_is_refused(tmp_path: Path, monkeypatch) -> No
     monkeypatch.setattr(os, "getuid", lambda: real_getuid() + 1)  # as if someone else's folder
     with pytest.raises(QonicProxyError, match="belongs to another user and others can write"):
         TokenStore(folder / "t.json", "k").save(tokens())
+
+
+def test_a_save_into_a_reservation_replaces_the_cache(store: TokenStore) -> None:
+    store.save(tokens("before"))
+    reservation = store.reserve()
+    assert reservation.temp.parent == store.path.parent
+    assert store.load().access_token == "before"
+    store.save(tokens("after"), reservation)
+    assert store.load().access_token == "after"
+    assert mode(store.path) == 0o600
+    assert sorted(p.name for p in store.path.parent.iterdir()) == ["tokens.json"]
+
+
+def test_a_failed_reservation_says_why_in_a_cache_write_error(
+        store: TokenStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from qonic_proxy import files
+    from qonic_proxy.tokens.store import CacheWriteError
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "posix_fallocate", full)
+    with pytest.raises(CacheWriteError) as info:
+        store.reserve()
+    assert info.value.reason == "No space left on device" and info.value.path == store.path
+    assert str(info.value) == (f"cannot write token cache {store.path} (No space left on "
+                               "device); check [token] cache_file and the permissions of its "
+                               "folder")
+    assert [p.name for p in store.path.parent.iterdir()] == []
