@@ -149,9 +149,10 @@ class QonicAddon:
         if destination is routing.Route.ENDPOINT:
             return answer_locally(flow, await self.endpoints.answer(request), self.metrics)
         if destination is routing.Route.API:
-            login_needed = await add_token(flow, self.tokens, self.api_origin)
-            if login_needed is not None:
-                answer_locally(flow, login_needed, self.metrics, reason="login_required")
+            no_token = await add_token(flow, self.tokens, self.api_origin)
+            if no_token is not None:
+                answer, reason = no_token
+                answer_locally(flow, answer, self.metrics, reason=reason)
         return None
 
     def _observe(self, flow: http.HTTPFlow, status: int) -> None:

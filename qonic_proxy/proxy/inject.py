@@ -13,23 +13,30 @@ from qonic_proxy.tokens.service import TokenService
 
 
 async def add_token(flow: http.HTTPFlow, tokens: TokenService, api_origin: Origin,
-                    ) -> http.Response | None:
+                    ) -> tuple[http.Response, str] | None:
     """Add the bearer token (replacing the client's Authorization); without one, return the
-    answer the client should get instead: 503 while the token endpoint is down (the login is
-    kept and nothing is offered), else 401 with a login offered."""
+    answer the client should get instead and its reason (see `answer_without_token`)."""
     request = flow.request
     if isinstance(flow.client_conn.proxy_mode, ReverseMode):
         # keep_host_header lets the guard see the client's Host; upstream gets the API's
         request.host_header = api_origin.authority
     token = await tokens.get_access_token()
     if token is None:
-        outage = tokens.unavailable()
-        if outage is not None:
-            return token_endpoint_unavailable(outage.headline(),
-                                              whole_seconds(tokens.next_attempt_in()))
-        if not tokens.login_pending:
-            tokens.offer_login()
-        return login_required(tokens.what_to_do())
+        return answer_without_token(tokens)
     request.headers["Authorization"] = f"Bearer {token}"
     flow_state(flow).token = token
     return None
+
+
+def answer_without_token(tokens: TokenService) -> tuple[http.Response, str]:
+    """503 while the token endpoint is down (the login is kept and nothing is offered), else
+    401 with a login offered. Used for new requests and after a 401 that refreshing could not
+    cure, so both say the same."""
+    outage = tokens.unavailable()
+    if outage is not None:
+        answer = token_endpoint_unavailable(outage.headline(),
+                                            whole_seconds(tokens.next_attempt_in()))
+        return answer, "token_endpoint_unavailable"
+    if not tokens.login_pending:
+        tokens.offer_login()
+    return login_required(tokens.what_to_do()), "login_required"

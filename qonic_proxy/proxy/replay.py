@@ -20,7 +20,8 @@ from mitmproxy import http
 from qonic_proxy.hosts import Origin
 from qonic_proxy.metrics import Metrics
 from qonic_proxy.proxy.flow_state import flow_state
-from qonic_proxy.proxy.responses import login_required, short_path
+from qonic_proxy.proxy.inject import answer_without_token
+from qonic_proxy.proxy.responses import short_path
 from qonic_proxy.tokens.service import TokenService
 
 log = logging.getLogger("qonic_proxy.proxy")
@@ -73,9 +74,10 @@ async def after_unauthorized(flow: http.HTTPFlow, *, tokens: TokenService, api_o
         return
     state.retried = True
     fresh = await tokens.refresh(state.token, force=True)
-    if fresh is None and tokens.tokens is None:
-        # the grant is gone: say what to do, as every following request will
-        flow.response = login_required(tokens.what_to_do())
+    if fresh is None and (tokens.tokens is None or tokens.unavailable() is not None):
+        # the grant is gone, or the token endpoint is down: say so, as every following
+        # request will
+        flow.response, _ = answer_without_token(tokens)
         return
     request = flow.request
     replayable = request.raw_content is not None and not request.stream

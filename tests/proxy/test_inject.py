@@ -85,3 +85,37 @@ def test_a_lost_grant_still_answers_login_required(rig: Rig):
     assert flow.response.status_code == 401
     assert json.loads(flow.response.content)["error"] == "login_required"
     assert rig.offers == [1]
+
+
+def test_an_outage_answer_is_counted_under_its_own_reason(rig: Rig):
+    hold(rig, token("a0"))
+    rig.clock.now = NOW + 601
+    rig.endpoint.error = TokenEndpointError("down", status=503)
+    api_request(rig)
+    rendered = rig.metrics.render()
+    assert 'reason="token_endpoint_unavailable"' in rendered
+    assert 'reason="login_required"' not in rendered
+
+
+def test_a_401_during_an_outage_gets_the_503_not_qonics_401(rig: Rig):
+    from qonic_proxy.proxy.flow_state import flow_state
+    from qonic_proxy.proxy.replay import after_unauthorized
+
+    hold(rig, token("a0"))
+    rig.clock.now = NOW + 30  # valid by its expiry, but Qonic says 401 to it
+    rig.endpoint.error = TokenEndpointError("down", status=503, retry_after=5)
+    flow = api_request(rig)
+    assert flow.request.headers["authorization"] == "Bearer a0"
+    flow.response = http.Response.make(401, b'{"error": "unauthorized"}')
+
+    async def unauthorized() -> None:
+        await after_unauthorized(flow, tokens=rig.service,
+                                 api_origin=Origin.parse("https://api.qonic.com"),
+                                 context=ssl.create_default_context(), metrics=rig.metrics)
+
+    asyncio.run(unauthorized())
+    assert flow_state(flow).retried
+    assert flow.response.status_code == 503
+    assert json.loads(flow.response.content)["error"] == "token_endpoint_unavailable"
+    assert flow.response.headers["Retry-After"] == "5"
+    assert rig.offers == [] and rig.service.tokens is not None  # the login is kept
