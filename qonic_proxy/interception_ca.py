@@ -8,9 +8,10 @@ constraint would leave IP addresses free: all IPv4 and IPv6 addresses are exclud
 host, and every DNS name outside the reserved `.invalid` is excluded for an IP host.
 
 mitmproxy finds the CA in its confdir under its own file names (`mitmproxy-ca.pem` = key +
-certificate + chain, `mitmproxy-ca-cert.pem` = the root clients trust; see `make_ca`) and uses it instead of making one; it
-adds `mitmproxy-dhparam.pem` itself. When `api_url` changes (or an old unconstrained CA is
-found), the CA is made anew, once, with a warning: a copy installed elsewhere is stale then.
+certificate + chain, `mitmproxy-ca-cert.pem` = the root clients trust; see `make_ca`) and uses
+it instead of making one; it adds `mitmproxy-dhparam.pem` itself. When `api_url` changes (or
+an old unconstrained CA is found), the CA is made anew, once, with a warning: a copy installed
+elsewhere is stale then.
 Creating it needs `cryptography` only, so `exec`/`env` never import mitmproxy for it.
 """
 

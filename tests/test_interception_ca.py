@@ -237,9 +237,10 @@ def test_mitmproxy_uses_our_ca_instead_of_making_one(tmp_path: Path) -> None:
     cert = ensure_ca(tmp_path, "https://api.qonic.com")
     store = certs.CertStore.from_store(tmp_path, "mitmproxy", 2048)
     root = x509.load_pem_x509_certificate(cert.read_bytes())
-    signer = store.default_ca.to_cryptography()
+    signer = x509.load_pem_x509_certificate(store.default_ca.to_pem())
     assert signer.issuer == root.subject and signer != root
     assert (tmp_path / CA_CERT_FILE).read_bytes() == cert.read_bytes()
     entry = store.get_cert(API, [x509.DNSName(API)], "qonic-proxy")
-    assert entry.cert.to_cryptography().issuer == signer.subject
-    assert [c.to_cryptography() for c in entry.chain_certs][-1] == root  # sent along
+    assert x509.load_pem_x509_certificate(entry.cert.to_pem()).issuer == signer.subject
+    chain = [x509.load_pem_x509_certificate(c.to_pem()) for c in entry.chain_certs]
+    assert chain[-1] == root  # sent along

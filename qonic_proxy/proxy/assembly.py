@@ -68,15 +68,16 @@ class ApiHostTls(tlsconfig.TlsConfig):
     """
 
     def __init__(self, host: str) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        super().__init__()
         try:
             self._name: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
         except ValueError:
             self._name = x509.DNSName(host)
 
     def get_cert(self, conn_context: context.Context) -> certs.CertStoreEntry:
-        assert self.certstore is not None
-        return self.certstore.get_cert(str(self._name.value), [self._name], "qonic-proxy")
+        # No common name for an IP: OpenSSL checks a dotted CN against the DNS constraints.
+        common_name = str(self._name.value) if isinstance(self._name, x509.DNSName) else None
+        return self.certstore.get_cert(common_name, [self._name], "qonic-proxy")
 
 
 def upstream_trust_bundle(roots: TrustRoots, ca_dir: Path) -> Path:

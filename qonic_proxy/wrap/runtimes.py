@@ -8,31 +8,32 @@
   PHP's default conf.d (without it the curl extension itself is not loaded).
 - Java ignores the proxy variables and trusts only its cacerts: JAVA_TOOL_OPTIONS with the
   proxy host/port and a PKCS12 trust store (system + public roots + the proxy CA) that we write
-  with `cryptography`. The JDK sends loopback hosts direct, as NO_PROXY does for the others.
-  The user's own JAVA_TOOL_OPTIONS come first; later -D options win, so ours decide.
+  ourselves (`java_truststore`). The JDK sends loopback hosts direct, as NO_PROXY does for the
+  others. The user's own JAVA_TOOL_OPTIONS come first; later -D options win, so ours decide.
 Every file is derived from the bundle and rewritten only when the bundle's content changed, so a
 new proxy CA reaches all of them and a program reading one never sees it half-written.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import NoEncryption, pkcs12
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from qonic_proxy.files import ensure_private_dir, write_atomic
+from qonic_proxy.wrap.java_truststore import java_truststore
 
 WGETRC_FILE = "wgetrc"
 PHP_INI_DIR = "php.d"
 PHP_INI_FILE = "qonic-proxy.ini"
 JAVA_STORE_FILE = "java-truststore.p12"
-JAVA_STAMP_FILE = ".java-truststore.sha256"
 JAVA_NON_PROXY = "localhost|127.*|[::1]"  # the reverse listener is reached directly
+JAVA_FIRST_OPTION = "-Dhttp.proxyHost="  # ours start here and end with the next one
+JAVA_LAST_OPTION = "-Djavax.net.ssl.trustStoreType=PKCS12"
 
 
 def _write_if_changed(path: Path, data: bytes) -> None:
@@ -78,18 +79,8 @@ def write_php_ini(folder: Path, bundle: str) -> Path:
 def write_java_truststore(folder: Path, bundle: str) -> Path:
     """A password-less PKCS12 trust store of every certificate in `bundle`."""
     path = folder / JAVA_STORE_FILE
-    stamp = folder / JAVA_STAMP_FILE
-    pem = Path(bundle).read_bytes()
-    digest = hashlib.sha256(pem).hexdigest().encode()
-    try:
-        if stamp.read_bytes() == digest and path.is_file():
-            return path
-    except OSError:
-        pass
-    certs = [pkcs12.PKCS12Certificate(cert, f"ca-{index}".encode())
-             for index, cert in enumerate(x509.load_pem_x509_certificates(pem))]
-    write_atomic(path, pkcs12.serialize_java_truststore(certs, NoEncryption()))
-    write_atomic(stamp, digest)
+    certs = x509.load_pem_x509_certificates(Path(bundle).read_bytes())
+    _write_if_changed(path, java_truststore(c.public_bytes(Encoding.DER) for c in certs))
     return path
 
 
@@ -102,7 +93,7 @@ def java_options(forward: str, store: Path) -> str:
     options = [f"-D{scheme}.proxy{field}={value}" for scheme in ("http", "https")
                for field, value in (("Host", host), ("Port", port))]
     options += [f"-Dhttp.nonProxyHosts={JAVA_NON_PROXY}",
-                f"-Djavax.net.ssl.trustStore={store}", "-Djavax.net.ssl.trustStoreType=PKCS12"]
+                f"-Djavax.net.ssl.trustStore={store}", JAVA_LAST_OPTION]
     return " ".join(options)
 
 
