@@ -16,13 +16,12 @@ new proxy CA reaches all of them and a program reading one never sees it half-wr
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
-
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from qonic_proxy.files import ensure_private_dir, write_atomic
 from qonic_proxy.wrap.java_truststore import java_truststore
@@ -31,6 +30,7 @@ WGETRC_FILE = "wgetrc"
 PHP_INI_DIR = "php.d"
 PHP_INI_FILE = "qonic-proxy.ini"
 JAVA_STORE_FILE = "java-truststore.p12"
+_PEM_BODY = re.compile(rb"-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+)-----END CERTIFICATE-----")
 JAVA_NON_PROXY = "localhost|127.*|[::1]"  # the reverse listener is reached directly
 JAVA_FIRST_OPTION = "-Dhttp.proxyHost="  # ours start here and end with the next one
 JAVA_LAST_OPTION = "-Djavax.net.ssl.trustStoreType=PKCS12"
@@ -79,8 +79,10 @@ def write_php_ini(folder: Path, bundle: str) -> Path:
 def write_java_truststore(folder: Path, bundle: str) -> Path:
     """A password-less PKCS12 trust store of every certificate in `bundle`."""
     path = folder / JAVA_STORE_FILE
-    certs = x509.load_pem_x509_certificates(Path(bundle).read_bytes())
-    _write_if_changed(path, java_truststore(c.public_bytes(Encoding.DER) for c in certs))
+    blocks = _PEM_BODY.findall(Path(bundle).read_bytes())
+    # PEM is base64 of the DER: no parsing, so an odd system root (a negative serial) is kept
+    _write_if_changed(path, java_truststore(base64.b64decode(b"".join(b.split()))
+                                            for b in blocks))
     return path
 
 
