@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from qonic_proxy.sandbox.app import Sandbox  # noqa: E402
 from qonic_proxy.sandbox.settings import SandboxSettings  # noqa: E402
 from tests.wrap.exec_world import BROWSER, CLIENT_ID, SECRET, free_port  # noqa: E402
+from tests.wrap.ns_scenario import stop_daemon  # noqa: E402
 
 PY = sys.executable
 
@@ -107,12 +107,7 @@ def main() -> int:
             w = median_ms([*cli, "exec", "--config", str(config), "--", *wrapped], env, reps)
             print(f"{name:<16}{d:>10.0f}{w:>13.0f}{w - d:>10.0f}")
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(20)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait(10)
+        stop_daemon(daemon)
         sandbox.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

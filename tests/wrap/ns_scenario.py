@@ -139,6 +139,16 @@ class Recorder(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def stop_daemon(daemon: subprocess.Popen[str]) -> None:
+    """SIGTERM (a graceful stop), SIGKILL after 20 s; always reaped."""
+    daemon.send_signal(signal.SIGTERM)
+    try:
+        daemon.wait(20)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        daemon.wait(10)
+
+
 def write_config(work: Path, port: int, forward_port: int, redirect_uri: str) -> Path:
     config = work / "config.toml"
     config.write_text(f"""\
@@ -246,12 +256,7 @@ def main(work: Path) -> None:
             results = run_clients(work, config, f"http://127.0.0.1:{port}")
     finally:
         if daemon is not None:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(20)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait(10)
+            stop_daemon(daemon)
         recorder.shutdown()
         sandbox.stop()
     (work / "results.json").write_text(json.dumps({"clients": results,
