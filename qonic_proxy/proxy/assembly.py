@@ -7,17 +7,21 @@ sys.exit() behind our back, so a busy port becomes our own one-sentence error.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any
 
-from mitmproxy import master, options
+from cryptography import x509
+from mitmproxy import certs, master, options
 from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
+from mitmproxy.proxy import context
 
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import QonicProxyError
 from qonic_proxy.files import UnsafeFile, ensure_private_dir
 from qonic_proxy.hosts import Origin
+from qonic_proxy.interception_ca import api_host, ensure_ca
 from qonic_proxy.proxy import mitm_patches
 from qonic_proxy.trust import TrustRoots, write_bundle
 
@@ -38,15 +42,42 @@ def intercept_pattern(origin: Origin) -> str:
 
 
 def prepare_ca_dir(cfg: Config) -> Path:
-    """`[proxy] ca_dir`, created 0700 (it holds the interception CA's private key)."""
+    """`[proxy] ca_dir`, created 0700, holding our name-constrained CA for mitmproxy to use."""
     folder = cfg.proxy.ca_dir
     try:
         ensure_private_dir(folder)
+        ensure_ca(folder, cfg.qonic.api_url)
     except UnsafeFile as err:
         raise QonicProxyError(
             f"[proxy] ca_dir {folder} is {err.reason}, so others could swap the interception "
             "CA; choose a folder of your own") from None
+    except (OSError, ValueError) as err:
+        raise QonicProxyError(
+            f"cannot prepare the interception CA in {folder} "
+            f"({getattr(err, 'strerror', None) or err}); delete that folder's mitmproxy-ca*.pem "
+            "files to make a new CA") from None
     return folder
+
+
+class ApiHostTls(tlsconfig.TlsConfig):
+    """Certificates for the API host alone, as the CA's name constraints require.
+
+    mitmproxy would also list the upstream certificate's names, the client's SNI and addresses
+    (e.g. the listener's own IP when a client sends no SNI); any of those outside the CA's
+    permitted subtree would make every client refuse the certificate.
+    """
+
+    def __init__(self, host: str) -> None:
+        super().__init__()
+        try:
+            self._name: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
+        except ValueError:
+            self._name = x509.DNSName(host)
+
+    def get_cert(self, conn_context: context.Context) -> certs.CertStoreEntry:
+        # No common name for an IP: OpenSSL checks a dotted CN against the DNS constraints.
+        common_name = str(self._name.value) if isinstance(self._name, x509.DNSName) else None
+        return self.certstore.get_cert(common_name, [self._name], "qonic-proxy")
 
 
 def upstream_trust_bundle(roots: TrustRoots, ca_dir: Path) -> Path:
@@ -80,7 +111,7 @@ def build_master(cfg: Config, addon: Any, roots: TrustRoots) -> master.Master:
     # One addon of ours, not three: mitmproxy visits every addon for every event (~9 µs
     # each), so readiness and the in-flight count live in QonicAddon too.
     mitm.addons.add(core.Core(), proxyserver.Proxyserver(),  # type: ignore[no-untyped-call]
-                    next_layer.NextLayer(), tlsconfig.TlsConfig(), addon)
+                    next_layer.NextLayer(), ApiHostTls(api_host(cfg.qonic.api_url)), addon)
     mitm.options.update(  # type: ignore[no-untyped-call]
         stream_large_bodies=STREAM_THRESHOLD,
         connection_strategy="lazy",

@@ -9,57 +9,37 @@ verifies both intercepted Qonic calls and tunnelled calls to every other host.
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import ConfigError, QonicProxyError
-from qonic_proxy.files import PUBLIC_FILE_MODE, ensure_private_dir, exclusive_lock, write_atomic
+from qonic_proxy.files import PUBLIC_FILE_MODE, UnsafeFile
+from qonic_proxy.interception_ca import CA_CERT_FILE, CA_KEY_FILE, MissingCertificate, ensure_ca
 from qonic_proxy.trust import trust_roots, write_bundle
 
-PROXY_CA_FILE = "mitmproxy-ca-cert.pem"  # mitmproxy's name for the public CA certificate
-PROXY_CA_KEY_FILE = "mitmproxy-ca.pem"  # key + certificate; mitmproxy regenerates all without it
+PROXY_CA_FILE = CA_CERT_FILE
+PROXY_CA_KEY_FILE = CA_KEY_FILE
 BUNDLE_FILE = "ca-bundle.pem"
-LOCK_FILE = ".ca.lock"
-
-_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----")
 
 
 def ca_certificate(cfg: Config) -> str:
-    """Path of the proxy's interception CA certificate, created (not the proxy) if missing."""
-    ca_dir = cfg.proxy.ca_dir
-    cert = ca_dir / PROXY_CA_FILE
-    if cert.is_file() and (ca_dir / PROXY_CA_KEY_FILE).is_file():
-        return str(cert)
+    """Path of the proxy's interception CA certificate (made, for the API host, if needed)."""
     try:
-        ensure_private_dir(ca_dir)
-        with exclusive_lock(ca_dir / LOCK_FILE):  # two first-time `exec`s must not make two CAs
-            if not (ca_dir / PROXY_CA_KEY_FILE).is_file():
-                _create_ca(ca_dir)
-            elif not cert.is_file():  # someone deleted only the public half: restore it
-                _restore_certificate(ca_dir / PROXY_CA_KEY_FILE, cert)
-    except OSError as err:
+        return str(ensure_ca(cfg.proxy.ca_dir, cfg.qonic.api_url))
+    except UnsafeFile as err:
         raise QonicProxyError(
-            f"cannot create the proxy's CA certificate in {ca_dir} "
+            f"[proxy] ca_dir {err.path} is {err.reason}, so others could swap the interception "
+            "CA; choose a folder of your own") from None
+    except MissingCertificate as err:
+        raise QonicProxyError(f"{err} holds no certificate; delete it to make a new CA") from None
+    except OSError as err:
+        if err.filename and Path(err.filename).parent == cfg.proxy.ca_dir:
+            raise _proxy_ca_error(Path(err.filename), err.strerror) from None
+        raise QonicProxyError(
+            f"cannot create the proxy's CA certificate in {cfg.proxy.ca_dir} "
             f"({err.strerror or type(err).__name__}); make that folder writable for this user "
             "or set [proxy] ca_dir in the config"
         ) from None
-    return str(cert)
-
-
-def _create_ca(ca_dir: Path) -> None:
-    """mitmproxy makes the CA exactly as the daemon would (imported here only: it is heavy)."""
-    from mitmproxy import certs, options
-
-    key_size = getattr(options, "KEY_SIZE", 2048)
-    certs.CertStore.from_store(ca_dir, "mitmproxy", key_size)
-
-
-def _restore_certificate(combined: Path, cert: Path) -> None:
-    match = _PEM_CERT.search(combined.read_bytes())
-    if match is None:
-        raise QonicProxyError(f"{combined} holds no certificate; delete it to make a new CA")
-    write_atomic(cert, match.group(0) + b"\n", mode=PUBLIC_FILE_MODE)
 
 
 def _proxy_ca_error(path: Path, reason: object) -> QonicProxyError:

@@ -15,10 +15,9 @@ import sys
 
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import QonicProxyError
-from qonic_proxy.proxy.client_key import load_or_create_key
 from qonic_proxy.wrap.ca_files import ca_bundle
 from qonic_proxy.wrap.daemon_link import proxy_for
-from qonic_proxy.wrap.environment import child_environment
+from qonic_proxy.wrap.environment import wrapped_environment
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 NOT_FOUND = 127
@@ -113,10 +112,8 @@ async def _run(cfg: Config, command: list[str], executable: str) -> int:
         async with proxy_for(cfg, relay.aborted) as endpoints:
             if relay.aborted.done():
                 return SIGNAL_BASE + relay.aborted.result()
-            key = None
-            if cfg.proxy.client_key_file is not None:
-                key = load_or_create_key(cfg.proxy.client_key_file)
-            env = child_environment(os.environ, endpoints, bundle, cfg.path, key)
+            env = await asyncio.to_thread(wrapped_environment, cfg, os.environ, endpoints,
+                                          bundle)
             try:
                 relay.child = await asyncio.create_subprocess_exec(
                     *command, executable=executable, env=env)

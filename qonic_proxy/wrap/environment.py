@@ -6,6 +6,9 @@ bundle that also trusts the proxy's interception CA, and adds QONIC_API_URL for 
 listener. The token itself never leaves the proxy: it is not in the child's environment or argv,
 and our own client secret is removed from the environment too.
 
+Runtimes that ignore these variables (wget, PHP's curl, Java) get files of their own through
+the variables they do read: see `qonic_proxy.wrap.runtimes`.
+
 NODE_EXTRA_CA_CERTS gets the same full bundle as the others (not just the proxy CA): Node only
 needs the proxy CA on top of its built-in roots, but the bundle also carries the system store, so
 a corporate CA installed system-wide is trusted by Node exactly as by curl and Python.
@@ -21,6 +24,8 @@ from urllib.parse import quote
 from qonic_proxy.config.model import ENV_CONFIG, ENV_SECRET, Config
 from qonic_proxy.hosts import LOOPBACK_NAMES, is_loopback_host
 from qonic_proxy.ports import free_port
+from qonic_proxy.proxy.client_key import load_or_create_key
+from qonic_proxy.wrap.runtimes import runtime_environment
 
 NO_PROXY = "localhost,127.0.0.1,::1"  # the reverse listener must be reached directly
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
@@ -63,6 +68,17 @@ def child_environment(base: Mapping[str, str], endpoints: Endpoints, bundle: str
         env[name] = bundle
     if config_file is not None:  # a nested `qonic-proxy token`/`status` finds the same config
         env[ENV_CONFIG] = str(config_file)
+    return env
+
+
+def wrapped_environment(cfg: Config, base: Mapping[str, str], endpoints: Endpoints,
+                        bundle: str) -> dict[str, str]:
+    """`child_environment` plus what wget, PHP and Java need (their files written as needed)."""
+    key = None
+    if cfg.proxy.client_key_file is not None:
+        key = load_or_create_key(cfg.proxy.client_key_file)
+    env = child_environment(base, endpoints, bundle, cfg.path, key)
+    env.update(runtime_environment(base, endpoints.forward, bundle))
     return env
 
 

@@ -1,16 +1,16 @@
 """Structure: the one-shot verbs and `exec` with a running daemon never import mitmproxy.
 
 mitmproxy is heavy and belongs to the daemon. `status`, `token`, `login`, `logout` and `exec`
-(when a daemon already serves the config, and the proxy CA exists) must work without it, so
-they start fast and the OAuth and token code stays independent of it. Checked in a fresh
-interpreter, where nothing else has imported it yet.
+(when a daemon already serves the config) and `env` must work without it, so they start fast
+and the OAuth and token code stays independent of it; `exec` makes the proxy CA itself (with
+`cryptography`) when none exists yet. Checked in a fresh interpreter, where nothing else has
+imported it yet.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -20,8 +20,7 @@ from pathlib import Path
 from qonic_proxy.cli.session import store_for
 from qonic_proxy.config.loader import load_config
 from qonic_proxy.oauth.tokenset import TokenSet
-from qonic_proxy.sandbox.certs import make_server_tls
-from qonic_proxy.wrap.ca_files import PROXY_CA_FILE, PROXY_CA_KEY_FILE
+from qonic_proxy.wrap.ca_files import PROXY_CA_FILE
 from tests.cli.fake_daemon import fake_daemon, health_answer
 from tests.cli.helpers import write_config
 
@@ -32,8 +31,10 @@ SCRIPT = textwrap.dedent("""\
     import qonic_proxy.cli.commands, qonic_proxy.cli.daemon_client, qonic_proxy.cli.parser
     import qonic_proxy.cli.session, qonic_proxy.cli.status_format, qonic_proxy.cli.verbs
     import qonic_proxy.wrap.ca_files, qonic_proxy.wrap.command, qonic_proxy.wrap.daemon_link
-    import qonic_proxy.wrap.environment
+    import qonic_proxy.wrap.environment, qonic_proxy.wrap.shell_exports
     from qonic_proxy.cli.main import main
+    from qonic_proxy.config.loader import load_config
+    from qonic_proxy.wrap.shell_exports import shell_exports
 
     alone, served, out = sys.argv[1:4]
     codes = {
@@ -41,7 +42,8 @@ SCRIPT = textwrap.dedent("""\
         "login": main(["login", "--no-browser", "--config", served]),
         "status": main(["status", "--json", "--config", served]),
         "token": main(["token", "--config", served]),
-        "exec": main(["exec", "--config", served, "--", "true"]),
+        "exec": main(["exec", "--config", served, "--", "true"]),  # makes the CA too
+        "env": int("export HTTPS_PROXY=" not in shell_exports(load_config(served))),
         "ca": main(["ca", "--bundle", "--config", served]),
         "logout": main(["logout", "--config", served]),
     }
@@ -66,11 +68,7 @@ def test_one_shot_verbs_and_exec_never_import_mitmproxy(tmp_path: Path) -> None:
         store_for(cfg).save(TokenSet(access_token="a" * 40, refresh_token=None,
                                      expires_at=now + 3600, scopes=("projects:read",),
                                      token_type="Bearer", obtained_at=now))
-        # the proxy CA exists already (creating it is mitmproxy's job)
-        ca = make_server_tls(tmp_path / "tls").ca_file
-        cfg.proxy.ca_dir.mkdir(mode=0o700)
-        shutil.copy(ca, cfg.proxy.ca_dir / PROXY_CA_FILE)
-        shutil.copy(ca, cfg.proxy.ca_dir / PROXY_CA_KEY_FILE)
+        assert not cfg.proxy.ca_dir.exists()  # `exec` makes the proxy CA without mitmproxy
 
         out = tmp_path / "result.json"
         env = {k: v for k, v in os.environ.items()
@@ -82,7 +80,8 @@ def test_one_shot_verbs_and_exec_never_import_mitmproxy(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     outcome = json.loads(out.read_text())
     assert outcome["codes"] == {"status_alone": 1, "login": 0, "status": 0, "token": 0,
-                                "exec": 0, "ca": 0, "logout": 0}, result.stderr
+                                "exec": 0, "env": 0, "ca": 0, "logout": 0}, result.stderr
     assert outcome["mitmproxy"] == []
+    assert (cfg.proxy.ca_dir / PROXY_CA_FILE).is_file()
     assert "a" * 40 in result.stdout  # `token` printed the cached token
     assert "/-/login" in [path for path, _ in daemon.requests]  # login joined the daemon's

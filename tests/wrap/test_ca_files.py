@@ -14,6 +14,7 @@ import pytest
 from qonic_proxy.config.loader import load_config
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import QonicProxyError
+from qonic_proxy.interception_ca import ensure_ca
 from qonic_proxy.sandbox.certs import make_server_tls
 from qonic_proxy.trust import pem_bundle, trust_roots
 from qonic_proxy.wrap.ca_files import (
@@ -77,12 +78,10 @@ def test_bundle_includes_the_system_store(world: World, tmp_path: Path,
 
 # ----- units -------------------------------------------------------------------------------------
 def existing_ca(tmp_path: Path) -> tuple[Config, Path]:
-    """A config whose proxy CA exists already (no mitmproxy needed), and that CA's file."""
+    """A config whose proxy CA exists already (no mitmproxy needed), and a copy of that CA."""
     cfg = load_config(write_config(tmp_path))
-    ca = make_server_tls(tmp_path / "tls").ca_file
-    cfg.proxy.ca_dir.mkdir(mode=0o700)
-    shutil.copy(ca, cfg.proxy.ca_dir / PROXY_CA_FILE)
-    shutil.copy(ca, cfg.proxy.ca_dir / PROXY_CA_KEY_FILE)
+    ca = tmp_path / "ca-copy.pem"
+    shutil.copy(ensure_ca(cfg.proxy.ca_dir, cfg.qonic.api_url), ca)
     return cfg, ca
 
 

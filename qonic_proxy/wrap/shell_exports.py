@@ -1,0 +1,105 @@
+"""`qonic-proxy env`: the variables `exec` sets, as lines a shell evaluates.
+
+`eval "$(qonic-proxy env)"` (or `--shell fish | source`, or PowerShell's
+`qonic-proxy env --shell powershell | Invoke-Expression`) points a whole shell session or CI job
+at the running daemon, so commands need no `exec` each. The token is never among them: the
+daemon adds it. `--unset` prints the lines that undo it; where we extended a variable of the
+user's (PHP_INI_SCAN_DIR, JAVA_TOOL_OPTIONS) it restores the user's part instead.
+`env` serves a running daemon only: a private one would stop when `env` returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+
+from qonic_proxy.cli.daemon_client import daemon_health
+from qonic_proxy.config.model import ENV_CONFIG, Config
+from qonic_proxy.errors import QonicProxyError
+from qonic_proxy.wrap.ca_files import ca_bundle
+from qonic_proxy.wrap.daemon_link import running_endpoints
+from qonic_proxy.wrap.environment import CA_VARIABLES, PROXY_VARIABLES, wrapped_environment
+from qonic_proxy.wrap.runtimes import JAVA_FIRST_OPTION, JAVA_LAST_OPTION, PHP_INI_DIR
+
+SHELLS = ("sh", "fish", "powershell")
+VARIABLES = (*PROXY_VARIABLES, "NO_PROXY", "no_proxy", "NODE_USE_ENV_PROXY", "QONIC_API_URL",
+             *CA_VARIABLES, "WGETRC", "PHP_INI_SCAN_DIR", "JAVA_TOOL_OPTIONS", ENV_CONFIG)
+
+
+def env_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the `env` verb."""
+    parser.add_argument("--shell", choices=SHELLS, default="sh",
+                        help="the shell to print for (default sh: bash, zsh, dash, ...)")
+    parser.add_argument("--unset", action="store_true",
+                        help="print the lines that undo a previous `qonic-proxy env`")
+
+
+def _quote(shell: str, value: str) -> str:
+    if shell == "sh":
+        return "'" + value.replace("'", "'\\''") + "'"
+    if shell == "fish":
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return "'" + value.replace("'", "''") + "'"  # PowerShell: '' inside single quotes
+
+
+def _set_line(shell: str, name: str, value: str) -> str:
+    if shell == "sh":
+        return f"export {name}={_quote(shell, value)}"
+    if shell == "fish":
+        return f"set -gx {name} {_quote(shell, value)}"
+    return f"$env:{name} = {_quote(shell, value)}"
+
+
+def _unset_line(shell: str, name: str) -> str:
+    if shell == "sh":
+        return f"unset {name}"
+    if shell == "fish":
+        return f"set -e {name}"
+    return f"Remove-Item -ErrorAction SilentlyContinue Env:{name}"
+
+
+def exported_variables(cfg: Config, base: Mapping[str, str]) -> dict[str, str]:
+    """What `exec` would set for a child, for the running daemon; QonicProxyError without one."""
+    health = daemon_health(cfg)
+    if health is None:
+        raise QonicProxyError(
+            f"no qonic-proxy daemon answers on port {cfg.proxy.port} for this config; start one "
+            "with `qonic-proxy run` (or `systemctl --user start qonic-proxy`), then run "
+            "`qonic-proxy env` again")
+    endpoints = running_endpoints(cfg, health)
+    if endpoints is None:
+        raise QonicProxyError(
+            "the qonic-proxy daemon on this port has forward mode off or serves another API; "
+            "set [proxy] forward_port in its config and restart it, or use `qonic-proxy exec`")
+    env = wrapped_environment(cfg, base, endpoints, ca_bundle(cfg))
+    return {name: env[name] for name in VARIABLES if name in env}
+
+
+def _restored(name: str, value: str | None) -> str | None:
+    """The user's own part of a variable we extended, or None when nothing of theirs is left."""
+    if value is None:
+        return None
+    if name == "PHP_INI_SCAN_DIR":
+        kept = [d for d in value.split(os.pathsep) if not d.endswith(os.sep + PHP_INI_DIR)]
+        return os.pathsep.join(kept) if any(kept) else None
+    if name == "JAVA_TOOL_OPTIONS" and value.rstrip().endswith(JAVA_LAST_OPTION):
+        start = value.rfind(JAVA_FIRST_OPTION)
+        return value[:start].strip() or None if start >= 0 else value
+    return None
+
+
+def shell_exports(cfg: Config, shell: str = "sh", unset: bool = False,
+                  base: Mapping[str, str] | None = None) -> str:
+    """The text `qonic-proxy env [--shell SHELL] [--unset]` prints (without a final newline)."""
+    if shell not in SHELLS:
+        raise QonicProxyError(f"unknown shell {shell!r}; use one of {', '.join(SHELLS)}")
+    base = os.environ if base is None else base
+    if unset:
+        lines = []
+        for name in VARIABLES:
+            own = _restored(name, base.get(name))
+            lines.append(_unset_line(shell, name) if own is None else _set_line(shell, name, own))
+        return "\n".join(lines)
+    return "\n".join(_set_line(shell, name, value)
+                     for name, value in exported_variables(cfg, base).items())
