@@ -13,10 +13,9 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "qonic_proxy"
 MAX_MODULE_LINES = 400
-# Only the proxy package embeds mitmproxy; wrap/ca_files creates the interception CA with
-# mitmproxy's own certificate store, lazily, when no daemon has made it yet.
+# Only the proxy package embeds mitmproxy (the interception CA is made without it).
 MITMPROXY_ALLOWED = {"proxy"}
-MITMPROXY_LAZY_ALLOWED = {"wrap/ca_files.py"}
+MITMPROXY_LAZY_ALLOWED: set[str] = set()
 
 
 def modules() -> list[Path]:

@@ -52,3 +52,14 @@ def demo_arguments(parser: argparse.ArgumentParser) -> None:
                         help="forward listener port (default 8081)")
     parser.add_argument("--once", action="store_true",
                         help="exit after the sample requests instead of serving until Ctrl-C")
+
+
+SHELLS = ("sh", "fish", "powershell")  # what `env --shell` can print for
+
+
+def env_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the `env` verb."""
+    parser.add_argument("--shell", choices=SHELLS, default="sh",
+                        help="the shell to print for (default sh: bash, zsh, dash, ...)")
+    parser.add_argument("--unset", action="store_true",
+                        help="print the lines that undo a previous `qonic-proxy env`")

@@ -49,6 +49,8 @@ COMMANDS: tuple[Command, ...] = (
             verbs.token),
     Command("exec", "run a command with proxy variables pointing at qonic-proxy", verbs.exec_,
             arguments.exec_arguments),
+    Command("env", "print the exports that exec sets, for eval \"$(qonic-proxy env)\"",
+            verbs.env, arguments.env_arguments),
     Command("ca", "print the path of the proxy's CA certificate", verbs.ca,
             arguments.ca_arguments),
     Command("sandbox", "run a local Qonic-compatible server (options: `qonic-proxy sandbox "

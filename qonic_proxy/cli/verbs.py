@@ -67,6 +67,13 @@ def token(args: argparse.Namespace, env: Environment) -> int:
     return ExitStatus.OK
 
 
+def env(args: argparse.Namespace, env: Environment) -> int:
+    from qonic_proxy.wrap.shell_exports import shell_exports
+
+    env.print(shell_exports(load(args), args.shell, args.unset))
+    return ExitStatus.OK
+
+
 def exec_(args: argparse.Namespace, env: Environment) -> int:
     """CMD's own exit code (or the shell's 126/127, or 128 + a signal), not an ExitStatus."""
     from qonic_proxy.wrap.command import run_command

@@ -10,10 +10,10 @@ user's (PHP_INI_SCAN_DIR, JAVA_TOOL_OPTIONS) it restores the user's part instead
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Mapping
 
+from qonic_proxy.cli.arguments import SHELLS
 from qonic_proxy.cli.daemon_client import daemon_health
 from qonic_proxy.config.model import ENV_CONFIG, Config
 from qonic_proxy.errors import QonicProxyError
@@ -22,17 +22,8 @@ from qonic_proxy.wrap.daemon_link import running_endpoints
 from qonic_proxy.wrap.environment import CA_VARIABLES, PROXY_VARIABLES, wrapped_environment
 from qonic_proxy.wrap.runtimes import JAVA_FIRST_OPTION, JAVA_LAST_OPTION, PHP_INI_DIR
 
-SHELLS = ("sh", "fish", "powershell")
 VARIABLES = (*PROXY_VARIABLES, "NO_PROXY", "no_proxy", "NODE_USE_ENV_PROXY", "QONIC_API_URL",
              *CA_VARIABLES, "WGETRC", "PHP_INI_SCAN_DIR", "JAVA_TOOL_OPTIONS", ENV_CONFIG)
-
-
-def env_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of the `env` verb."""
-    parser.add_argument("--shell", choices=SHELLS, default="sh",
-                        help="the shell to print for (default sh: bash, zsh, dash, ...)")
-    parser.add_argument("--unset", action="store_true",
-                        help="print the lines that undo a previous `qonic-proxy env`")
 
 
 def _quote(shell: str, value: str) -> str:
