@@ -123,9 +123,12 @@ class World:
         env.update(extra)
         return env
 
-    def daemon(self, *args: str, env: dict[str, str] | None = None) -> DaemonProcess:
+    def daemon(self, *args: str, env: dict[str, str] | None = None,
+               prefix: list[str] | None = None) -> DaemonProcess:
+        """`prefix` runs the daemon through a wrapper that execs it (see tests/faults/isolation)."""
         self.write_config()
-        return DaemonProcess(self.config_path, env or self.env(), self.tmp, list(args))
+        return DaemonProcess(self.config_path, env or self.env(), self.tmp, list(args),
+                             prefix or [])
 
     def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 60,
             ) -> subprocess.CompletedProcess[str]:
@@ -169,13 +172,14 @@ def make_world(tmp: Path, **sandbox_overrides: Any) -> World:
 class DaemonProcess:
     """`qonic-proxy run` as a real process; its stdout ready line tells the ports."""
 
-    def __init__(self, config: Path, env: dict[str, str], tmp: Path, args: list[str]) -> None:
+    def __init__(self, config: Path, env: dict[str, str], tmp: Path, args: list[str],
+                 prefix: list[str] | None = None) -> None:
         self.stderr_path = tmp / f"daemon-{time.monotonic_ns()}.log"
         self._stderr = self.stderr_path.open("wb")
         self.started = time.monotonic()
         self.ready_seconds: float | None = None  # process start to ready line (start-up time)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "qonic_proxy", "run", "--config", str(config),
+            [*(prefix or []), sys.executable, "-m", "qonic_proxy", "run", "--config", str(config),
              "--log-level", "debug", *args],
             stdout=subprocess.PIPE, stderr=self._stderr, stdin=subprocess.DEVNULL, env=env,
             text=True,

@@ -86,15 +86,17 @@ def models(ctx: Context, ex: Exchange, m: re.Match[str]) -> None:
 
 
 def download(ctx: Context, ex: Exchange, m: re.Match[str]) -> None:
-    """`size` pattern bytes, in 64 KiB pieces, `chunk_delay` seconds apart, optionally chunked."""
+    """`size` pattern bytes, in 64 KiB pieces, `chunk_delay` seconds apart, optionally chunked;
+    `reset_after=N` resets the connection (RST) once N bytes of the body are sent (a fault)."""
     args = parse_qs(ex.query)
     try:
         size = int((args.get("size") or ["1048576"])[0])
         delay = float((args.get("chunk_delay") or ["0"])[0])
+        reset_after = int((args.get("reset_after") or [str(MAX_DOWNLOAD + 1)])[0])
     except ValueError:
-        size, delay = -1, -1.0
-    if not 0 <= size <= MAX_DOWNLOAD or not 0 <= delay <= 30:
-        return ex.send_error(400, "invalid_request", "Bad size or chunk_delay.")
+        size, delay, reset_after = -1, -1.0, -1
+    if not 0 <= size <= MAX_DOWNLOAD or not 0 <= delay <= 30 or reset_after < 0:
+        return ex.send_error(400, "invalid_request", "Bad size, chunk_delay or reset_after.")
     chunked = (args.get("chunked") or ["0"])[0] == "1" and ex.http11
     headers = {
         "Content-Type": "application/octet-stream",
@@ -107,9 +109,11 @@ def download(ctx: Context, ex: Exchange, m: re.Match[str]) -> None:
     ex.start(200, headers)
     offset = 0
     while offset < size:
+        if offset >= reset_after:
+            return ex.abort()
         if offset and delay:
             time.sleep(delay)
-        piece = pattern_bytes(offset, min(PIECE, size - offset))
+        piece = pattern_bytes(offset, min(PIECE, size - offset, max(1, reset_after - offset)))
         ex.write(b"%x\r\n" % len(piece) + piece + b"\r\n" if chunked else piece)
         offset += len(piece)
     if chunked:

@@ -21,6 +21,7 @@ from typing import Any
 
 from qonic_proxy.hosts import bracket, is_ip_address
 from qonic_proxy.sandbox.certs import make_server_tls, server_ssl_context
+from qonic_proxy.sandbox.faults import Faults, TokenFault
 from qonic_proxy.sandbox.grants import Grants
 from qonic_proxy.sandbox.http_server import SandboxServer
 from qonic_proxy.sandbox.routes import ROUTES
@@ -37,6 +38,7 @@ class Sandbox:
         check_settings(settings)
         self.settings = settings
         self._state = Grants(settings)
+        self.faults = Faults()
         self._server: SandboxServer | None = None
         self._thread: threading.Thread | None = None
         self._tmpdir: Path | None = None
@@ -63,7 +65,9 @@ class Sandbox:
             tls = make_server_tls(Path(cert_dir), hostnames, ips)
             self.ca_file = tls.ca_file
             ctx = server_ssl_context(tls)
-        context = Context(s, self._state)
+        context = Context(s, self._state, faults=self.faults)
+        if s.token_fault is not None:
+            self.faults.set_token_fault(s.token_fault)
         self._server = SandboxServer(context, ROUTES, (s.host, s.port), ctx)
         port = self._server.server_address[1]
         self.url = f"{'https' if s.tls else 'http'}://{bracket(s.host)}:{port}"
@@ -79,6 +83,7 @@ class Sandbox:
     def stop(self) -> None:
         """Stop accepting, close the listening socket, end open connections, join threads."""
         server, self._server = self._server, None
+        self.faults.release()
         if server is not None:
             server.shutdown()
             server.server_close()
@@ -99,7 +104,14 @@ class Sandbox:
 
     def stats(self) -> dict[str, Any]:
         """A snapshot of the request counters (a deep copy: safe to keep and compare)."""
-        return self._state.snapshot()
+        return dict(self._state.snapshot(), faults=self.faults.snapshot())
+
+    def set_token_fault(self, fault: TokenFault) -> None:
+        """Token requests get `fault` for its `seconds` from now (see faults.py)."""
+        self.faults.set_token_fault(fault)
+
+    def clear_token_fault(self) -> None:
+        self.faults.clear_token_fault()
 
     def revoke_access_tokens(self) -> None:
         """Every access token issued so far answers 401 from now on (refresh tokens still work)."""

@@ -16,6 +16,7 @@ from typing import Any
 
 from qonic_proxy.qonic import DEFAULT_REDIRECT_URI
 from qonic_proxy.sandbox.app import Sandbox
+from qonic_proxy.sandbox.faults import TokenFault
 from qonic_proxy.sandbox.settings import ERROR_STYLES, TOKEN_STYLES, SandboxSettings
 
 DEFAULT_SECRET = "sandbox-secret"  # noqa: S105 (the sandbox's well-known test secret)
@@ -56,7 +57,27 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cert-dir", type=Path, default=None)
     p.add_argument("--plain-http", action="store_true", help="serve plain HTTP instead of HTTPS")
     p.add_argument("--verbose", action="store_true", help="log one line per request to stderr")
+    f = p.add_argument_group("token endpoint fault (for the first --token-fault-seconds)")
+    f.add_argument(
+        "--token-fault", metavar="STATUS|hang|reset", default=None,
+        help="answer token requests with STATUS (429 or 5xx), leave them unanswered, or reset",
+    )
+    f.add_argument("--token-fault-seconds", type=float, default=30.0)
+    f.add_argument("--token-fault-retry-after", type=int, default=None, metavar="N")
+    f.add_argument("--token-fault-hang", type=float, default=60.0, metavar="SECONDS")
     return p
+
+
+def token_fault_from_args(args: argparse.Namespace) -> TokenFault | None:
+    """The fault `--token-fault` asks for; ValueError (one sentence) when it is not one."""
+    if args.token_fault is None:
+        return None
+    mode = args.token_fault
+    status = 503
+    if mode.isdigit():
+        mode, status = "status", int(mode)
+    return TokenFault(mode, args.token_fault_seconds, status=status,
+                      retry_after=args.token_fault_retry_after, hang=args.token_fault_hang)
 
 
 def settings_from_args(args: argparse.Namespace) -> SandboxSettings:
@@ -84,6 +105,7 @@ def settings_from_args(args: argparse.Namespace) -> SandboxSettings:
         cert_dir=args.cert_dir,
         export_redirect_url=args.export_redirect_url,
         verbose=args.verbose,
+        token_fault=token_fault_from_args(args),
     )
 
 

@@ -6,8 +6,11 @@ but nothing of sockets or threads; and the handler class then does nothing but r
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
+import socket
+import struct
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -141,6 +144,19 @@ class Exchange:
 
     def write(self, data: bytes) -> None:
         self.handler.wfile.write(data)
+
+    def abort(self) -> None:
+        """Reset the connection (SO_LINGER 0, so the close sends RST); nothing more is sent."""
+        with contextlib.suppress(OSError):
+            self.handler.wfile.flush()
+        conn: socket.socket = self.handler.connection
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.drop()
+
+    def drop(self) -> None:
+        """End this connection after the handler returns, without (further) answer."""
+        self.sent = True
+        self.handler.close_connection = True
 
     def send_bytes(
         self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None

@@ -346,6 +346,7 @@ class Grants:
             if rec.used:
                 # Reuse of a rotated token means it leaked: kill the whole grant (RFC 9700 4.14).
                 grant.revoked = True
+                self.stats["refresh_token_reused"] += 1
                 raise OAuthError(
                     "invalid_grant",
                     "The refresh token was already used; the grant is revoked, log in again.",

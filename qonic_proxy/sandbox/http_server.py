@@ -11,6 +11,7 @@ import contextlib
 import socket
 import socketserver
 import ssl
+import struct
 import sys
 import threading
 import time
@@ -127,6 +128,8 @@ def lingering_close(conn: socket.socket) -> None:
     (say a 400 to a body we refused to read) before the client has read it.
     """
     try:
+        if aborted(conn):  # a route asked for a reset (Exchange.abort): no FIN first
+            return
         # The plain socket's methods: the TLS layer is done with, we only discard bytes.
         socket.socket.shutdown(conn, socket.SHUT_WR)
         conn.settimeout(LINGER_TIMEOUT)
@@ -141,6 +144,15 @@ def lingering_close(conn: socket.socket) -> None:
         pass
     finally:
         conn.close()
+
+
+def aborted(conn: socket.socket) -> bool:
+    """True when SO_LINGER is on with a zero timeout: closing must reset the connection."""
+    try:
+        on, seconds = struct.unpack("ii", conn.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8))
+    except (OSError, struct.error):
+        return False
+    return bool(on) and seconds == 0
 
 
 def report_internal_error() -> None:

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 
 from qonic_proxy.qonic import AUTHORIZE_PATH, CONSENT_PATH, SCOPES_PATH, TOKEN_PATH
 from qonic_proxy.sandbox.exchange import MAX_FORM_BODY, Exchange
+from qonic_proxy.sandbox.faults import TokenFault
 from qonic_proxy.sandbox.grants import ConsentExpired, OAuthError, RedirectError, UntrustedRequest
 from qonic_proxy.sandbox.routing import Context, Route, route
 
@@ -101,6 +102,9 @@ def consent(ctx: Context, ex: Exchange, _: re.Match[str]) -> None:
 
 
 def token(ctx: Context, ex: Exchange, _: re.Match[str]) -> None:
+    fault = ctx.faults.on_token_request()
+    if fault is not None:
+        return _token_fault(ctx, ex, fault)
     try:
         if _form_type(ex) != FORM_TYPE:
             raise OAuthError("invalid_request", f"The body must be {FORM_TYPE}.")
@@ -116,12 +120,28 @@ def token(ctx: Context, ex: Exchange, _: re.Match[str]) -> None:
     return None
 
 
-def _token_error(ctx: Context, ex: Exchange, err: OAuthError) -> None:
+def _token_error(
+    ctx: Context, ex: Exchange, err: OAuthError, headers: dict[str, str] | None = None
+) -> None:
     if ctx.settings.error_style == "qonic":
         body: dict[str, str] = {"errorDetails": f"{err.code}: {err.description}"}
     else:
         body = {"error": err.code, "error_description": err.description}
-    ex.send_json(err.status, body, NO_STORE)
+    ex.send_json(err.status, body, {**NO_STORE, **(headers or {})})
+
+
+def _token_fault(ctx: Context, ex: Exchange, fault: TokenFault) -> None:
+    """Carry out a switched-on fault (faults.py) instead of answering the token request."""
+    ex.read_small_body(MAX_FORM_BODY)
+    if fault.mode == "reset":
+        return ex.abort()
+    if fault.mode == "hang":
+        ctx.faults.hold(fault.hang)
+        return ex.drop()
+    headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
+    code = "temporarily_unavailable" if fault.status in (429, 503) else "server_error"
+    err = OAuthError(code, "The token endpoint is unavailable (sandbox fault).", fault.status)
+    return _token_error(ctx, ex, err, headers)
 
 
 def scopes(ctx: Context, ex: Exchange, _: re.Match[str]) -> None:

@@ -12,17 +12,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from qonic_proxy.sandbox.exchange import Exchange
+from qonic_proxy.sandbox.faults import Faults
 from qonic_proxy.sandbox.grants import Grants
 from qonic_proxy.sandbox.settings import SandboxSettings
 
 
 @dataclass
 class Context:
-    """What handlers may use: the settings, the grant state and the sandbox's own URL."""
+    """What handlers may use: the settings, the grant state, the fault switches, the own URL."""
 
     settings: SandboxSettings
     grants: Grants
     url: str = ""
+    faults: Faults = field(default_factory=Faults)
 
 
 Handler = Callable[[Context, Exchange, "re.Match[str]"], None]

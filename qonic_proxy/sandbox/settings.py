@@ -12,6 +12,7 @@ from typing import Any
 
 from qonic_proxy.hosts import is_loopback_host
 from qonic_proxy.qonic import DEFAULT_REDIRECT_URI
+from qonic_proxy.sandbox.faults import TokenFault
 
 TOKEN_STYLES = ("snake", "camel")  # access_token / accessToken in token responses
 ERROR_STYLES = ("rfc6749", "qonic")  # {"error", "error_description"} / {"errorDetails"}
@@ -39,6 +40,7 @@ class SandboxSettings:
     export_redirect_url: str | None = None
     verbose: bool = False
     refresh_delay: float = 0.0  # seconds a refresh_token grant takes (a far-away token endpoint)
+    token_fault: TokenFault | None = None  # switched on when the sandbox starts (faults.py)
 
 
 def check_settings(settings: SandboxSettings) -> None:
@@ -65,4 +67,5 @@ def new_stats() -> dict[str, Any]:
         },
         "api": {"ok": 0, "unauthorized": 0, "forbidden": 0},
         "authorization_headers_seen": 0,
+        "refresh_token_reused": 0,  # a rotated refresh token presented again (grant revoked)
     }

@@ -164,3 +164,18 @@ def test_streaming_upload_chunked_and_with_length(client: Client) -> None:
     body = os.urandom(3 * 1000 * 1000 + 7)
     r = client.api("/v1/upload", token, method="PUT", data=io.BytesIO(body))
     assert r.json() == {"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+
+
+@pytest.mark.parametrize("chunked", ["0", "1"])
+def test_download_reset_after_resets_mid_body(client: Client, chunked: str) -> None:
+    token = client.login()["access_token"]
+    r = client.api(f"/v1/projects/p/models/m/download?size=1000000&reset_after=200000"
+                   f"&chunked={chunked}", token, stream=True)
+    assert r.status_code == 200
+    got = 0
+    with pytest.raises(requests.RequestException):
+        for piece in r.iter_content(65536):
+            got += len(piece)
+    assert got <= 200000
+    assert client.api("/v1/projects/p/models/m/download?reset_after=-1", token).status_code == 400
+    assert client.api("/v1/projects", token).status_code == 200  # the server is fine

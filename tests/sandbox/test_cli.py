@@ -12,7 +12,8 @@ from pathlib import Path
 
 import requests
 
-from qonic_proxy.sandbox.cli import main
+from qonic_proxy.sandbox.cli import main, parser, settings_from_args
+from qonic_proxy.sandbox.faults import TokenFault
 from tests.sandbox.helpers import (
     CLIENT_ID,
     REDIRECT,
@@ -87,3 +88,17 @@ def test_main_in_a_subprocess(tmp_path: Path) -> None:
 def test_main_refuses_a_public_host(capsys) -> None:
     assert main(["--host", "0.0.0.0"]) == 2  # noqa: S104
     assert "loopback" in capsys.readouterr().err
+
+
+def test_token_fault_options() -> None:
+    args = parser().parse_args(["--token-fault", "429", "--token-fault-seconds", "20",
+                                "--token-fault-retry-after", "5"])
+    assert settings_from_args(args).token_fault == TokenFault("status", 20, 429, 5)
+    args = parser().parse_args(["--token-fault", "hang", "--token-fault-hang", "40"])
+    assert settings_from_args(args).token_fault == TokenFault("hang", 30, hang=40)
+    assert settings_from_args(parser().parse_args([])).token_fault is None
+
+
+def test_main_refuses_a_bad_token_fault(capsys) -> None:
+    assert main(["--token-fault", "404"]) == 2
+    assert "429 or 5xx" in capsys.readouterr().err

@@ -360,3 +360,11 @@ def test_no_secret_in_a_refusal(grants: Grants) -> None:
     err = refused(grants, refresh_form(tokens["refresh_token"]), "invalid_grant")
     for value in (tokens["refresh_token"], tokens["access_token"], SECRET):
         assert value not in str(err) and value not in repr(err)
+
+
+def test_refresh_token_reuse_is_counted(grants: Grants) -> None:
+    tokens = login(grants)
+    assert grants.snapshot()["refresh_token_reused"] == 0
+    grants.token(refresh_form(tokens["refresh_token"]), header_auth=False)
+    refused(grants, refresh_form(tokens["refresh_token"]), "invalid_grant")
+    assert grants.snapshot()["refresh_token_reused"] == 1
