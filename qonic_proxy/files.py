@@ -242,10 +242,13 @@ def exclusive_lock(path: Path, timeout: float | None = None) -> Iterator[None]:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
                      PRIVATE_FILE_MODE)
     except OSError as exc:
-        if exc.errno not in (errno.EROFS, errno.EACCES, errno.ENOSPC) or not path.exists():
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.ENOSPC):
             raise
-        # a read-only (or full) file system: an existing lock file still locks, read-only
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # A read-only (or full) file system: an existing lock file still locks, opened
+        # read-only. Where none could be created, nobody else could create one either, so every
+        # process falls back to the same object: the folder that would hold it.
+        target = path if path.exists() else path.parent
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         if timeout is None:
             fcntl.flock(fd, fcntl.LOCK_EX)

@@ -252,6 +252,10 @@ def test_the_lock_on_a_read_only_file_system_still_locks(
     with files.exclusive_lock(lock, timeout=1):
         pass
     assert modes and not modes[0] & (os.O_RDWR | os.O_WRONLY)
-    # a lock file that does not exist cannot be made there
-    with pytest.raises(OSError), files.exclusive_lock(tmp_path / "missing.lock", timeout=1):
-        pass
+    # a lock file that cannot be made there: the folder that would hold it is locked instead,
+    # and it still excludes a second holder
+    missing = tmp_path / "missing.lock"
+    with files.exclusive_lock(missing, timeout=1):
+        assert not missing.exists()
+        with pytest.raises(TimeoutError), files.exclusive_lock(missing, timeout=0.2):
+            pass
