@@ -52,3 +52,13 @@ def demo_arguments(parser: argparse.ArgumentParser) -> None:
                         help="forward listener port (default 8081)")
     parser.add_argument("--once", action="store_true",
                         help="exit after the sample requests instead of serving until Ctrl-C")
+
+
+def init_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--client-id", metavar="ID",
+                        help="your application's client ID from Qonic's developer portal "
+                             "(default: a placeholder to replace)")
+    parser.add_argument("--api-url", metavar="URL",
+                        help="origin of the Qonic API (default: https://api.qonic.com)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing config file (default: never overwrite)")

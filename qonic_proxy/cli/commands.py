@@ -39,6 +39,8 @@ class Command:
 DEFAULT_VERB = "run"
 
 COMMANDS: tuple[Command, ...] = (
+    Command("init", "write the commented example config to the user config path",
+            verbs.init, arguments.init_arguments),
     Command("run", "run the proxy daemon (the default verb)", verbs.run, arguments.run_arguments),
     Command("login", "log in with the browser now and store the token", verbs.login,
             arguments.login_arguments),

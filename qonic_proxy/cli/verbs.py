@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 
 from qonic_proxy.cli.environment import Environment
 from qonic_proxy.cli.status_format import describe_expiry, format_status
@@ -38,6 +39,14 @@ def login(args: argparse.Namespace, env: Environment) -> int:
     tokens = login_now(cfg, open_browser=opener)
     env.print(f"Logged in to Qonic; {describe_expiry(tokens.expires_at)}. "
               "A running qonic-proxy picks the new token up by itself.")
+    return ExitStatus.OK
+
+
+def init(args: argparse.Namespace, env: Environment) -> int:
+    from qonic_proxy.cli.init import init_config
+
+    env.print(init_config(args.config, args.client_id, args.api_url, force=args.force,
+                          environ=dict(os.environ)))
     return ExitStatus.OK
 
 

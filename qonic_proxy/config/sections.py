@@ -62,6 +62,14 @@ def qonic_settings(sec: Section) -> QonicSettings:
     return QonicSettings(api_url=api_url, ca_file=ca_file, **urls)
 
 
+def check_client_id(sec: Section, client_id: str) -> None:
+    """A client ID is one word of printable characters (as Qonic's portal shows it)."""
+    if not client_id.strip() or any(ch.isspace() or ord(ch) < 0x20 for ch in client_id):
+        raise sec.error(
+            "client_id", "is empty or contains spaces", "copy the client ID from Qonic exactly"
+        )
+
+
 def _client_id(sec: Section) -> str:
     client_id = sec.string("client_id")
     if client_id is None:
@@ -70,10 +78,7 @@ def _client_id(sec: Section) -> str:
             "is missing",
             "set it to your application's client ID from Qonic's developer portal",
         )
-    if not client_id.strip() or any(ch.isspace() or ord(ch) < 0x20 for ch in client_id):
-        raise sec.error(
-            "client_id", "is empty or contains spaces", "copy the client ID from Qonic exactly"
-        )
+    check_client_id(sec, client_id)
     if client_id == EXAMPLE_CLIENT_ID:
         log.warning(
             "%s: [oauth] client_id is still the example placeholder %r; set it to your "

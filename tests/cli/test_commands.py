@@ -12,7 +12,7 @@ from qonic_proxy.cli.parser import build_parser
 from qonic_proxy.errors import ExitStatus
 from tests.cli.helpers import RecordingEnvironment
 
-CONTRACT_VERBS = {"run", "login", "logout", "status", "token", "exec", "ca", "sandbox", "demo"}
+CONTRACT_VERBS = {"init", "run", "login", "logout", "status", "token", "exec", "ca", "sandbox", "demo"}
 
 
 def test_the_table_holds_exactly_the_contract_verbs_once() -> None:
