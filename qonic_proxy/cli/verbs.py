@@ -85,7 +85,7 @@ def exec_(args: argparse.Namespace, env: Environment) -> int:
         command = command[1:]
     if not command:
         raise UsageError("exec needs a command: qonic-proxy exec -- CMD ARGS...")
-    configure_logging("warning", "text")
+    configure_logging(args.log_level, "text")
     return run_command(load(args), command)
 
 
@@ -100,7 +100,10 @@ def ca(args: argparse.Namespace, env: Environment) -> int:
 def demo(args: argparse.Namespace, env: Environment) -> int:
     from qonic_proxy.cli.demo import run_demo
 
-    configure_logging("warning", "text")
+    if args.config:
+        env.error("note: the demo ignores --config; it runs against its own sandbox with a "
+                  "temporary config")
+    configure_logging(args.log_level, "text")
     return run_demo(port=args.port, forward_port=args.forward_port, once=args.once)
 
 
@@ -111,6 +114,24 @@ def sandbox(argv: list[str], env: Environment) -> int:
     if "--config" in argv:
         at = argv.index("--config")
         argv = argv[:at] + argv[at + 2:]
+    argv = [arg for arg in argv if not arg.startswith("--config=")]
     if argv and argv[0] == "--":
         argv = argv[1:]
     return sandbox_cli.main(argv)
+
+
+def help_(args: argparse.Namespace, env: Environment) -> int:
+    """`qonic-proxy help [VERB]`: the list of verbs, or one verb's --help."""
+    from qonic_proxy.cli.parser import build_parser, unknown_command
+    from qonic_proxy.sandbox import cli as sandbox_cli
+
+    parser = build_parser()
+    if args.topic is None:
+        parser.print_help(env.stdout)
+    elif args.topic == "sandbox":
+        sandbox_cli.parser().print_help(env.stdout)
+    elif args.topic in parser.verb_parsers:
+        parser.verb_parsers[args.topic].print_help(env.stdout)
+    else:
+        raise unknown_command(args.topic)
+    return ExitStatus.OK

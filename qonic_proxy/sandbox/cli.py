@@ -19,43 +19,63 @@ from qonic_proxy.sandbox.app import Sandbox
 from qonic_proxy.sandbox.settings import ERROR_STYLES, TOKEN_STYLES, SandboxSettings
 
 DEFAULT_SECRET = "sandbox-secret"  # noqa: S105 (the sandbox's well-known test secret)
+DEFAULT_CLIENT_ID = "sandbox-client"
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="qonic-proxy sandbox",
-        description="Run a strict local Qonic-compatible server (OAuth + a few API routes).",
+        description="Run a strict local Qonic-compatible server (OAuth + a few API routes). "
+        "It prints one `sandbox ready: url=... ca_file=...` line on stdout, then a config "
+        "snippet for qonic-proxy on stderr.",
+        epilog="For a config that survives restarts, give it a fixed --port and a --cert-dir "
+        "(the CA there is kept).",
     )
-    p.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
-    p.add_argument("--port", type=int, default=0, help="port (0 = pick a free one)")
-    p.add_argument("--client-id", default="sandbox-client")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="loopback address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0,
+                   help="port to listen on; 0 picks a free one (default: 0)")
+    p.add_argument("--client-id", default=DEFAULT_CLIENT_ID,
+                   help=f"the one registered client ID (default: {DEFAULT_CLIENT_ID})")
     secret = p.add_mutually_exclusive_group()
     secret.add_argument(
         "--client-secret",
         default=None,
         help=f"client secret (default: $SANDBOX_CLIENT_SECRET, else {DEFAULT_SECRET!r})",
     )
-    secret.add_argument("--public", action="store_true", help="a public client (no secret)")
+    secret.add_argument("--public", action="store_true",
+                        help="a public client without a secret (default: confidential)")
     p.add_argument(
         "--redirect-uri",
         action="append",
         default=None,
-        help=f"registered redirect URI (repeatable; default {DEFAULT_REDIRECT_URI})",
+        help=f"registered redirect URI (repeatable; default: {DEFAULT_REDIRECT_URI})",
     )
-    p.add_argument("--auto-consent", action="store_true", help="skip the consent page")
-    p.add_argument("--access-token-lifetime", type=float, default=3600.0)
-    p.add_argument("--code-lifetime", type=float, default=60.0)
-    p.add_argument("--no-refresh-tokens", action="store_true")
-    p.add_argument("--no-rotate-refresh-tokens", action="store_true")
-    p.add_argument("--token-style", choices=TOKEN_STYLES, default="snake")
-    p.add_argument(
-        "--jwt", action="store_true", help="omit expires_in; access tokens are JWTs with exp"
-    )
-    p.add_argument("--error-style", choices=ERROR_STYLES, default="rfc6749")
-    p.add_argument("--export-redirect-url", default=None)
-    p.add_argument("--cert-dir", type=Path, default=None)
-    p.add_argument("--plain-http", action="store_true", help="serve plain HTTP instead of HTTPS")
-    p.add_argument("--verbose", action="store_true", help="log one line per request to stderr")
+    p.add_argument("--auto-consent", action="store_true",
+                   help="skip the consent page (default: show it)")
+    p.add_argument("--access-token-lifetime", type=float, default=3600.0, metavar="SECONDS",
+                   help="lifetime of access tokens (default: 3600)")
+    p.add_argument("--code-lifetime", type=float, default=60.0, metavar="SECONDS",
+                   help="lifetime of authorization codes (default: 60)")
+    p.add_argument("--no-refresh-tokens", action="store_true",
+                   help="issue no refresh tokens (default: issue them)")
+    p.add_argument("--no-rotate-refresh-tokens", action="store_true",
+                   help="keep a refresh token valid after use (default: rotate on every use)")
+    p.add_argument("--token-style", choices=TOKEN_STYLES, default="snake",
+                   help="token response keys: access_token or accessToken (default: snake)")
+    p.add_argument("--jwt", action="store_true",
+                   help="omit expires_in; access tokens are JWTs with exp (default: off)")
+    p.add_argument("--error-style", choices=ERROR_STYLES, default="rfc6749",
+                   help="error bodies: RFC 6749 or Qonic's errorDetails (default: rfc6749)")
+    p.add_argument("--export-redirect-url", default=None, metavar="URL",
+                   help="where IFC export results redirect to (default: the sandbox itself)")
+    p.add_argument("--cert-dir", type=Path, default=None, metavar="DIR",
+                   help="keep the TLS CA and certificate here, reused across restarts "
+                        "(default: a new temporary CA each start)")
+    p.add_argument("--plain-http", action="store_true",
+                   help="serve plain HTTP instead of HTTPS (default: HTTPS)")
+    p.add_argument("--verbose", action="store_true",
+                   help="log one line per request to stderr (default: off)")
     return p
 
 

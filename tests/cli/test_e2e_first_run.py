@@ -35,3 +35,26 @@ def test_no_config_points_at_init_and_init_writes_one(user: User) -> None:
     found = user.run("status", "--json")
     assert found.returncode == 1, found.stderr  # the config is found; no login yet
     assert '"logged_in": false' in found.stdout
+
+
+def test_the_cli_edges_a_new_user_hits(user: User) -> None:
+    typo = user.run("stauts")
+    assert typo.returncode == 2
+    assert "unknown command 'stauts' (did you mean status?)" in typo.stderr
+    assert "init, run, login" in typo.stderr
+
+    assert user.run("help").returncode == 0
+    explained = user.run("help", "exec")
+    assert explained.returncode == 0 and "QONIC_API_URL" in explained.stdout
+
+    config = user.home / "qp.toml"
+    assert user.run("init", "--config", str(config), "--client-id", "c").returncode == 0
+    before = user.run("--config", str(config), "status", "--log-level", "DEBUG")
+    after = user.run("status", "--config", str(config))
+    assert before.returncode == after.returncode == 1, before.stderr
+    assert before.stdout == after.stdout and "NOT logged in" in after.stdout
+
+    wrong = user.run("status", "--jsn", "--config", str(config))
+    assert wrong.returncode == 2 and "(did you mean --json?)" in wrong.stderr
+    assert "usage: qonic-proxy status" in wrong.stderr
+    assert "--config" not in user.run("demo", "--help").stdout
