@@ -7,6 +7,7 @@ and tests; the server itself knows nothing of argv or signals.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -107,14 +108,55 @@ def settings_from_args(args: argparse.Namespace) -> SandboxSettings:
     )
 
 
+def _secret_hint(args: argparse.Namespace) -> str:
+    """How qonic-proxy gets the secret; only the well-known default is ever shown."""
+    if args.public:
+        return "# a public client: qonic-proxy needs no client secret"
+    if os.environ.get("SANDBOX_CLIENT_SECRET"):
+        return "# client secret: export QONIC_CLIENT_SECRET=\"$SANDBOX_CLIENT_SECRET\""
+    if args.client_secret:
+        return "# client secret: export QONIC_CLIENT_SECRET=<the --client-secret you gave>"
+    return f"# client secret: export QONIC_CLIENT_SECRET={DEFAULT_SECRET}"
+
+
+def config_snippet(sandbox: Sandbox, args: argparse.Namespace) -> str:
+    """A qonic-proxy config for this sandbox, valid on its own, for a human to save or paste."""
+    settings = sandbox.settings
+    lines = [
+        "sandbox: a qonic-proxy config for this sandbox (save it as sandbox.toml and run "
+        "`qonic-proxy --config sandbox.toml`, or copy these keys over the same keys of the "
+        "file `qonic-proxy init` wrote):",
+        "",
+        "[qonic]",
+        f"api_url = {json.dumps(sandbox.url)}",
+    ]
+    if sandbox.ca_file is not None:
+        lines.append(f"ca_file = {json.dumps(str(sandbox.ca_file))}")
+    lines += [
+        "",
+        "[oauth]",
+        f"client_id = {json.dumps(settings.client_id)}",
+        f"redirect_uri = {json.dumps(settings.redirect_uris[0])}",
+        _secret_hint(args),
+    ]
+    if args.port == 0 or (sandbox.ca_file is not None and args.cert_dir is None):
+        lines.append("# the URL or CA changes at each sandbox start: pass --port N and "
+                     "--cert-dir DIR for a config that survives restarts")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`qonic-proxy sandbox`: serve until SIGTERM/SIGINT, after one `sandbox ready:` line."""
+    """`qonic-proxy sandbox`: serve until SIGTERM/SIGINT, after one `sandbox ready:` line.
+
+    The ready line is for scripts (stdout, exactly one line); the config snippet is for people
+    (stderr).
+    """
     args = parser().parse_args(argv)
     if args.access_token_lifetime <= 0 or args.code_lifetime <= 0:
         print("sandbox: lifetimes must be positive numbers of seconds.", file=sys.stderr)
         return 2
     try:
-        sandbox = Sandbox(settings_from_args(args))
+        sandbox = Sandbox(settings_from_args(args), keep_ca=args.cert_dir is not None)
     except ValueError as exc:
         print(f"sandbox: {exc}", file=sys.stderr)
         return 2
@@ -136,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         ca = str(sandbox.ca_file) if sandbox.ca_file else ""
         print(f"sandbox ready: url={sandbox.url} ca_file={ca}", flush=True)
+        print(config_snippet(sandbox, args), file=sys.stderr, flush=True)
         while not stop.wait(0.5):
             pass
         return 0
