@@ -23,6 +23,13 @@ def load(args: argparse.Namespace) -> Config:
     return load_config(find_config_file(getattr(args, "config", None)))
 
 
+def load_with_daemon(args: argparse.Namespace) -> Config:
+    """The config, its [proxy] port set to this config's running daemon (see discovery)."""
+    from qonic_proxy.cli.discovery import with_running_daemon
+
+    return with_running_daemon(load(args))
+
+
 def run(args: argparse.Namespace, env: Environment) -> int:
     from qonic_proxy.proxy.daemon import serve
 
@@ -34,7 +41,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
 def login(args: argparse.Namespace, env: Environment) -> int:
     from qonic_proxy.cli.session import login_now
 
-    cfg = load(args)
+    cfg = load_with_daemon(args)
     opener = None if args.no_browser or not cfg.oauth.open_browser else env.open_browser
     tokens = login_now(cfg, open_browser=opener)
     env.print(f"Logged in to Qonic; {describe_expiry(tokens.expires_at)}. "
@@ -64,7 +71,7 @@ def logout(args: argparse.Namespace, env: Environment) -> int:
 def status(args: argparse.Namespace, env: Environment) -> int:
     from qonic_proxy.cli.session import status_report
 
-    report = status_report(load(args))
+    report = status_report(load_with_daemon(args))
     env.print(json.dumps(report, indent=2) if args.json else format_status(report))
     return ExitStatus.OK if report["logged_in"] else ExitStatus.FAILURE
 
@@ -86,7 +93,7 @@ def exec_(args: argparse.Namespace, env: Environment) -> int:
     if not command:
         raise UsageError("exec needs a command: qonic-proxy exec -- CMD ARGS...")
     configure_logging(args.log_level, "text")
-    return run_command(load(args), command)
+    return run_command(load_with_daemon(args), command)
 
 
 def ca(args: argparse.Namespace, env: Environment) -> int:
