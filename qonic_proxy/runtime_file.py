@@ -5,8 +5,9 @@ mitmproxy starts until it stops (the kernel drops it if the process dies, so the
 stale to clean), and writes `daemon-<id>.json` (0600, atomic) once its listeners are bound. A
 second `run` for the same config finds the lock taken and says who holds it; `status`, `login`
 and `exec` read the JSON to reach a daemon whose config says `port = 0`. `<id>` is derived from
-the config file's absolute path, so each config has its own pair and another config's daemon is
-never taken for ours. Nothing secret is in either file.
+the config file's absolute path and its [proxy] listen_host, port and forward_port, so each
+config has its own pair and another config's daemon is never taken for ours. Nothing secret is
+in either file.
 """
 
 from __future__ import annotations
@@ -64,8 +65,12 @@ class DaemonRecord:
 
 
 def _identity(cfg: Config) -> str:
+    """The config file and the listeners it asks for: two daemons of one file on other ports
+    (a test, a migration) are two configs; the same file and ports are one."""
     source = str(cfg.path.absolute()) if cfg.path is not None else "(no config file)"
-    return hashlib.sha256(source.encode()).hexdigest()[:16]
+    proxy = cfg.proxy
+    listeners = f"{proxy.listen_host} {proxy.port} {proxy.forward_port}"
+    return hashlib.sha256(f"{source}\n{listeners}".encode()).hexdigest()[:16]
 
 
 def _alive(pid: int) -> bool:

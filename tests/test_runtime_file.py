@@ -108,3 +108,16 @@ def test_a_loose_record_is_not_trusted(tmp_path: Path) -> None:
     runtime.path.write_bytes(record(cfg).to_json())
     runtime.path.chmod(0o666)
     assert runtime.read() is None
+
+
+def test_the_same_file_with_other_ports_is_another_config(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    moved = dataclasses.replace(cfg, proxy=dataclasses.replace(cfg.proxy, forward_port=1234))
+    first = RuntimeFile(cfg)
+    first.claim()
+    try:
+        other = RuntimeFile(moved)
+        other.claim()
+        other.release()
+    finally:
+        first.release()
