@@ -36,8 +36,13 @@ DEMO_SCOPES = ("projects:read", "models:read", "models:write")
 
 
 def port_if_free(preferred: int, host: str = "127.0.0.1") -> bool:
-    """Whether `preferred` can be bound right now (the demo falls back to free ports)."""
+    """Whether `preferred` (not 0) can be bound right now (the demo falls back to free ports)."""
+    if not preferred:
+        return False
     with socket.socket() as probe:
+        # as mitmproxy (asyncio) binds: SO_REUSEADDR, so TIME_WAIT left by a demo run a moment
+        # ago does not count as busy; a real listener still does
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, preferred))
         except OSError:
@@ -94,7 +99,8 @@ def run_demo(*, port: int = 8080, forward_port: int = 8081, once: bool = False) 
     ))
     try:
         sandbox.start()
-        # a busy reverse port becomes 0 (ephemeral); forward_port 0 would mean "off"
+        # a busy (or 0) reverse port becomes 0, ephemeral; the forward port must be a number,
+        # since forward_port 0 would mean "off" (and `curl --proxy None`)
         cfg = demo_config(workdir, sandbox, client_secret, redirect_uri,
                           port if port_if_free(port) else 0,
                           forward_port if port_if_free(forward_port) else free_port())
@@ -113,8 +119,11 @@ async def _demo(cfg: Config, sandbox: Sandbox, once: bool, requested: tuple[int,
         await daemon.start()
         listeners = daemon.listeners
         fwd = listeners.forward_url
-        if (listeners.reverse_port, listeners.forward_port) != requested:
-            print(f"   (port {requested[0]} or {requested[1]} was busy: using free ports)")
+        got = (listeners.reverse_port, listeners.forward_port)
+        busy = [str(want) for want, port in zip(requested, got, strict=True)
+                if want and want != port]
+        if busy:
+            print(f"   (port {' and '.join(busy)} was busy: using free ports)")
         print(f"2. qonic-proxy is listening: reverse {listeners.reverse_url}, forward {fwd}")
         print("3. Logging in through the sandbox's consent (a scripted browser follows the "
               "authorize redirect into qonic-proxy's loopback callback)...")

@@ -16,18 +16,25 @@ from collections.abc import Callable, Sequence
 from qonic_proxy.cli.commands import BY_NAME
 from qonic_proxy.cli.environment import Environment
 from qonic_proxy.cli.parser import ParserExit, build_parser, with_default_verb
-from qonic_proxy.errors import ExitStatus, QonicProxyError
+from qonic_proxy.errors import ExitStatus, QonicProxyError, UsageError
 from qonic_proxy.logs import configure_logging
 
 
 def parse(argv: Sequence[str], env: Environment) -> argparse.Namespace:
     """Parse with argparse's help, version and usage messages on the Environment's streams."""
     with contextlib.redirect_stdout(env.stdout), contextlib.redirect_stderr(env.stderr):
-        return build_parser().parse_args(argv)
+        return build_parser().parse_verb(argv)
 
 
-def run_verb(work: Callable[[], int], env: Environment) -> int:
-    """Run one verb; map what it raises to its exit status, always as a single line."""
+DEBUG_HINT = "run the same command again with --log-level debug to see where"
+
+
+def run_verb(work: Callable[[], int], env: Environment, debug_hint: str | None = DEBUG_HINT,
+             ) -> int:
+    """Run one verb; map what it raises to its exit status, always as a single line.
+
+    `debug_hint` tells how to see a bug's traceback, for verbs that take --log-level.
+    """
     try:
         return work()
     except QonicProxyError as err:
@@ -38,18 +45,22 @@ def run_verb(work: Callable[[], int], env: Environment) -> int:
         return ExitStatus.INTERRUPTED
     except Exception as err:  # a bug: still one line, and a way to see more
         logging.getLogger("qonic_proxy").debug("internal error", exc_info=True)
-        env.error(f"internal error ({type(err).__name__}: {err}); please report it "
-                  "(run with --log-level debug for details)")
+        hint = f" ({debug_hint})" if debug_hint else ""
+        env.error(f"internal error ({type(err).__name__}: {err}); please report it{hint}")
         return ExitStatus.FAILURE
 
 
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
     env = env or Environment()
-    argv = with_default_verb(sys.argv[1:] if argv is None else argv)
+    try:
+        argv = with_default_verb(sys.argv[1:] if argv is None else argv)
+    except UsageError as err:
+        env.error(str(err))
+        return err.exit_code
     command = BY_NAME.get(argv[0])
     if command is not None and command.raw_handler is not None:
         raw_handler, rest = command.raw_handler, argv[1:]
-        return run_verb(lambda: raw_handler(rest, env), env)
+        return run_verb(lambda: raw_handler(rest, env), env, debug_hint=None)
     try:
         args = parse(argv, env)
     except ParserExit as done:
@@ -59,6 +70,6 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
         build_parser().print_help(env.stdout)
         return ExitStatus.USAGE
     if not logging.getLogger().handlers:
-        configure_logging("warning", "text")
+        configure_logging(args.log_level, "text")
     handler = command.handler
     return run_verb(lambda: handler(args, env), env)

@@ -1,24 +1,31 @@
 """The argparse parser, built from the command table; `run` is inserted when no verb is named.
 
 The parser never calls `sys.exit` itself: --help, --version and usage errors end in `ParserExit`
-with the ExitStatus to return, so the program decides how the process ends.
+with the ExitStatus to return, so the program decides how the process ends. `--config FILE`
+may come before the verb too (it is moved behind it); a word that is no verb is refused with the
+nearest verb, instead of being taken as an argument of `run`.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import NoReturn
 
 from qonic_proxy import __version__
-from qonic_proxy.cli.arguments import config_option
+from qonic_proxy.cli.arguments import config_option, log_level_option
 from qonic_proxy.cli.commands import BY_NAME, COMMANDS, DEFAULT_VERB, Command
-from qonic_proxy.errors import ExitStatus
+from qonic_proxy.errors import ExitStatus, UsageError
 
 DESCRIPTION = ("Log in to Qonic once; then any HTTP client can call the API through this local "
                "proxy without OAuth code.")
+EPILOG = ("With no verb, `run` is meant. `qonic-proxy help VERB` (or `qonic-proxy VERB --help`) "
+          "shows a verb's options. Exit codes: 0 ok, 1 failure, 2 usage error, 78 configuration "
+          "error.")
 TOP_LEVEL_OPTIONS = ("-h", "--help", "--version")
+CONFIG = "--config"
 
 
 class ParserExit(Exception):
@@ -32,25 +39,69 @@ class ParserExit(Exception):
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser that raises ParserExit instead of exiting (subparsers inherit it)."""
 
+    verb_parsers: dict[str, Parser]
+
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         if message:
             sys.stderr.write(message)
         raise ParserExit(ExitStatus(status))
 
+    def parse_verb(self, argv: Sequence[str]) -> argparse.Namespace:
+        """parse_args, with an unknown option reported by its verb's parser (and a near miss)."""
+        args, extra = self.parse_known_args(argv)
+        if extra:
+            verb = self.verb_parsers.get(args.verb or "", self)
+            verb.error(f"unrecognized arguments: {' '.join(extra)}"
+                       f"{did_you_mean(extra[0], verb.option_names())}")
+        return args
+
+    def option_names(self) -> list[str]:
+        return [name for action in self._actions for name in action.option_strings]
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word.split("=", 1)[0], list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
 
 def build_parser(commands: Sequence[Command] = COMMANDS) -> Parser:
-    parser = Parser(prog="qonic-proxy", description=DESCRIPTION)
-    parser.add_argument("--version", action="version", version=f"qonic-proxy {__version__}")
+    parser = Parser(prog="qonic-proxy", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"qonic-proxy {__version__}",
+                        help="print the version and exit")
     subparsers = parser.add_subparsers(dest="verb", metavar="VERB")
+    parser.verb_parsers = {}
     for command in commands:
-        sub = subparsers.add_parser(command.name, help=command.help, description=command.help)
-        config_option(sub)
+        sub = subparsers.add_parser(command.name, help=command.help,
+                                    description=command.help,
+                                    epilog=command.epilog)
+        if command.handler is not None:
+            config_option(sub, shown=command.uses_config)
+            log_level_option(sub, command.log_level)
         command.arguments(sub)
+        parser.verb_parsers[command.name] = sub
     return parser
 
 
+def unknown_command(word: str) -> UsageError:
+    names = [command.name for command in COMMANDS]
+    return UsageError(f"unknown command {word!r}{did_you_mean(word, names)}; the commands are "
+                      f"{', '.join(names)} (`qonic-proxy help` explains them)")
+
+
 def with_default_verb(argv: Sequence[str]) -> list[str]:
-    """`argv` with `run` in front unless it names a verb or a top-level option."""
-    if argv and (argv[0] in BY_NAME or argv[0] in TOP_LEVEL_OPTIONS):
-        return list(argv)
-    return [DEFAULT_VERB, *argv]
+    """`argv` with its verb first: `run` unless one is named, a leading `--config FILE` behind it.
+
+    Raises UsageError for a first word that is no verb (`qonic-proxy stauts`).
+    """
+    rest = list(argv)
+    moved: list[str] = []
+    while rest and (rest[0] == CONFIG or rest[0].startswith(CONFIG + "=")):
+        take = 1 if "=" in rest[0] else 2
+        moved, rest = moved + rest[:take], rest[take:]
+    if rest and rest[0] in TOP_LEVEL_OPTIONS and not moved:
+        return rest
+    if rest and rest[0] in BY_NAME:
+        return [rest[0], *moved, *rest[1:]]
+    if rest and not rest[0].startswith("-"):
+        raise unknown_command(rest[0])
+    return [DEFAULT_VERB, *moved, *rest]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 
 from qonic_proxy.cli.environment import Environment
 from qonic_proxy.cli.status_format import describe_expiry, format_status
@@ -22,6 +23,13 @@ def load(args: argparse.Namespace) -> Config:
     return load_config(find_config_file(getattr(args, "config", None)))
 
 
+def load_with_daemon(args: argparse.Namespace) -> Config:
+    """The config, its [proxy] port set to this config's running daemon (see discovery)."""
+    from qonic_proxy.cli.discovery import with_running_daemon
+
+    return with_running_daemon(load(args))
+
+
 def run(args: argparse.Namespace, env: Environment) -> int:
     from qonic_proxy.proxy.daemon import serve
 
@@ -33,11 +41,19 @@ def run(args: argparse.Namespace, env: Environment) -> int:
 def login(args: argparse.Namespace, env: Environment) -> int:
     from qonic_proxy.cli.session import login_now
 
-    cfg = load(args)
+    cfg = load_with_daemon(args)
     opener = None if args.no_browser or not cfg.oauth.open_browser else env.open_browser
     tokens = login_now(cfg, open_browser=opener)
     env.print(f"Logged in to Qonic; {describe_expiry(tokens.expires_at)}. "
               "A running qonic-proxy picks the new token up by itself.")
+    return ExitStatus.OK
+
+
+def init(args: argparse.Namespace, env: Environment) -> int:
+    from qonic_proxy.cli.init import init_config
+
+    env.print(init_config(args.config, args.client_id, args.api_url, force=args.force,
+                          environ=dict(os.environ)))
     return ExitStatus.OK
 
 
@@ -55,7 +71,7 @@ def logout(args: argparse.Namespace, env: Environment) -> int:
 def status(args: argparse.Namespace, env: Environment) -> int:
     from qonic_proxy.cli.session import status_report
 
-    report = status_report(load(args))
+    report = status_report(load_with_daemon(args))
     env.print(json.dumps(report, indent=2) if args.json else format_status(report))
     return ExitStatus.OK if report["logged_in"] else ExitStatus.FAILURE
 
@@ -83,8 +99,8 @@ def exec_(args: argparse.Namespace, env: Environment) -> int:
         command = command[1:]
     if not command:
         raise UsageError("exec needs a command: qonic-proxy exec -- CMD ARGS...")
-    configure_logging("warning", "text")
-    return run_command(load(args), command)
+    configure_logging(args.log_level, "text")
+    return run_command(load_with_daemon(args), command)
 
 
 def ca(args: argparse.Namespace, env: Environment) -> int:
@@ -98,7 +114,10 @@ def ca(args: argparse.Namespace, env: Environment) -> int:
 def demo(args: argparse.Namespace, env: Environment) -> int:
     from qonic_proxy.cli.demo import run_demo
 
-    configure_logging("warning", "text")
+    if args.config:
+        env.error("note: the demo ignores --config; it runs against its own sandbox with a "
+                  "temporary config")
+    configure_logging(args.log_level, "text")
     return run_demo(port=args.port, forward_port=args.forward_port, once=args.once)
 
 
@@ -109,6 +128,24 @@ def sandbox(argv: list[str], env: Environment) -> int:
     if "--config" in argv:
         at = argv.index("--config")
         argv = argv[:at] + argv[at + 2:]
+    argv = [arg for arg in argv if not arg.startswith("--config=")]
     if argv and argv[0] == "--":
         argv = argv[1:]
     return sandbox_cli.main(argv)
+
+
+def help_(args: argparse.Namespace, env: Environment) -> int:
+    """`qonic-proxy help [VERB]`: the list of verbs, or one verb's --help."""
+    from qonic_proxy.cli.parser import build_parser, unknown_command
+    from qonic_proxy.sandbox import cli as sandbox_cli
+
+    parser = build_parser()
+    if args.topic is None:
+        parser.print_help(env.stdout)
+    elif args.topic == "sandbox":
+        sandbox_cli.parser().print_help(env.stdout)
+    elif args.topic in parser.verb_parsers:
+        parser.verb_parsers[args.topic].print_help(env.stdout)
+    else:
+        raise unknown_command(args.topic)
+    return ExitStatus.OK

@@ -22,7 +22,7 @@ from qonic_proxy.config.model import APP_NAME, ENV_CONFIG, SYSTEM_CONFIG_FILE, C
 from qonic_proxy.config.schema import check_unknown
 from qonic_proxy.errors import ConfigError
 
-EXAMPLE_FILE = "config/qonic-proxy.example.toml"
+INIT = "qonic-proxy init"
 
 
 def user_config_file() -> Path:
@@ -43,12 +43,12 @@ def find_config_file(explicit: str | None, env: Mapping[str, str] = os.environ) 
         named.append((f"${ENV_CONFIG}", env[ENV_CONFIG]))
     for origin, raw in named:
         if not raw:
-            raise ConfigError(f"{origin} is empty; name a config file, e.g. {EXAMPLE_FILE}")
+            raise ConfigError(f"{origin} is empty; name a config file (`{INIT}` writes one)")
         path = Path(raw).expanduser()
         name = shown(path, quote=False)
         if missing(path):
             raise ConfigError(
-                f"config file {name} does not exist; create it from {EXAMPLE_FILE} "
+                f"config file {name} does not exist; create it with `{INIT} --config {name}` "
                 f"or fix {'--config' if origin == '--config' else '$' + ENV_CONFIG}"
             )
         if os.path.isdir(path):
@@ -66,8 +66,8 @@ def load_config(path: Path | None, env: Mapping[str, str] = os.environ) -> Confi
         user_file = user_config_file()
         raise ConfigError(
             f"no config file found (looked at --config, ${ENV_CONFIG}, {user_file} and "
-            f"{SYSTEM_CONFIG_FILE}); create one by copying {EXAMPLE_FILE} to {user_file} "
-            "and setting [oauth] client_id, or pass --config FILE"
+            f"{SYSTEM_CONFIG_FILE}); create {user_file} with `{INIT} --client-id ID` "
+            "(ID: your application's client ID from Qonic), or pass --config FILE"
         )
     path = Path(path).expanduser().absolute()
     source = shown(path, quote=False)
@@ -92,7 +92,7 @@ def load_config(path: Path | None, env: Mapping[str, str] = os.environ) -> Confi
         where = f"line {line}, column {column}" if column else f"line {line}"
         raise ConfigError(
             f"{source}: {where}: invalid TOML ({message}); fix the syntax there "
-            f"(see {EXAMPLE_FILE} for the format)"
+            f"(`{INIT} --config NEW.toml` writes a commented example of the format)"
         ) from None
     return parse_config(data, source, env, path.parent, path=path)
 

@@ -7,6 +7,7 @@ single-value rules live in `validate`, the secret lookup in `secret`.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -38,6 +39,8 @@ DEFAULT_LISTEN_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_ALLOWED_HOSTS = LOOPBACK_NAMES
 DEFAULT_REFRESH_MARGIN = 60.0
+WELL_FORMED_SCOPE = re.compile(r"[a-z][a-z0-9_.-]*(:[a-z][a-z0-9_.-]*)*")
+NEAR_MISS_EDITS = 2  # "project:read", "models:raed", "Projects:Read" are typos, not new scopes
 
 log = logging.getLogger("qonic_proxy.config")
 
@@ -62,6 +65,14 @@ def qonic_settings(sec: Section) -> QonicSettings:
     return QonicSettings(api_url=api_url, ca_file=ca_file, **urls)
 
 
+def check_client_id(sec: Section, client_id: str) -> None:
+    """A client ID is one word of printable characters (as Qonic's portal shows it)."""
+    if not client_id.strip() or any(ch.isspace() or ord(ch) < 0x20 for ch in client_id):
+        raise sec.error(
+            "client_id", "is empty or contains spaces", "copy the client ID from Qonic exactly"
+        )
+
+
 def _client_id(sec: Section) -> str:
     client_id = sec.string("client_id")
     if client_id is None:
@@ -70,10 +81,7 @@ def _client_id(sec: Section) -> str:
             "is missing",
             "set it to your application's client ID from Qonic's developer portal",
         )
-    if not client_id.strip() or any(ch.isspace() or ord(ch) < 0x20 for ch in client_id):
-        raise sec.error(
-            "client_id", "is empty or contains spaces", "copy the client ID from Qonic exactly"
-        )
+    check_client_id(sec, client_id)
     if client_id == EXAMPLE_CLIENT_ID:
         log.warning(
             "%s: [oauth] client_id is still the example placeholder %r; set it to your "
@@ -85,15 +93,38 @@ def _client_id(sec: Section) -> str:
 
 
 def _scopes(sec: Section) -> tuple[str, ...]:
+    """Known scopes; an unknown well-formed one is passed on with a warning (Qonic may add
+    scopes before we know them), a near miss of a known one or a malformed one is an error."""
     scopes: list[str] = []
     for scope in sec.string_list("scopes", DEFAULT_SCOPES):
         if scope not in KNOWN_SCOPES:
-            raise sec.error(
-                "scopes", f"unknown scope {shown(scope)}", f"choose from {' '.join(KNOWN_SCOPES)}"
-            )
+            _unknown_scope(sec, scope)
         if scope not in scopes:
             scopes.append(scope)
     return tuple(scopes)
+
+
+def _unknown_scope(sec: Section, scope: str) -> None:
+    near = [known for known in KNOWN_SCOPES if _edits(scope.lower(), known) <= NEAR_MISS_EDITS]
+    if near:
+        raise sec.error("scopes", f"unknown scope {shown(scope)} (did you mean {near[0]}?)",
+                        f"choose from {' '.join(KNOWN_SCOPES)}")
+    if not WELL_FORMED_SCOPE.fullmatch(scope):
+        raise sec.error("scopes", f"{shown(scope)} is not a well-formed scope",
+                        f"write it like projects:read; known: {' '.join(KNOWN_SCOPES)}")
+    log.warning("%s: [oauth] scopes: %s is not a scope qonic-proxy knows (%s); it is requested "
+                "as written, so check its spelling if Qonic refuses the login",
+                sec.source, shown(scope), " ".join(KNOWN_SCOPES))
+
+
+def _edits(a: str, b: str) -> int:
+    """Levenshtein distance (single-character insertions, deletions, substitutions)."""
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        previous, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (ca != cb))
+    return row[-1]
 
 
 def oauth_settings(sec: Section, env: Mapping[str, str], path: Path | None) -> OAuthSettings:

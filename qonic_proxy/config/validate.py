@@ -1,4 +1,4 @@
-"""Validators for the config values that name places: https URLs, addresses and host names.
+"""Validators for the config values that name places: URLs, addresses and host names.
 
 Each returns the value in the one spelling the rest of the package compares (qonic_proxy.hosts),
 or raises the section's ConfigError. URLs are never echoed (they may carry a credential); other
@@ -14,6 +14,8 @@ from qonic_proxy.config.fields import Section, may_hold_secret, shown
 from qonic_proxy.hosts import authority, canonical_host, is_loopback_host
 from qonic_proxy.oauth.redirect import RedirectUriError, parse_loopback_redirect
 
+HTTPS_FIX = ("the token and client secret must not cross the network in clear text, so use the "
+             "https URL of the server")
 REDIRECT_FIX = "write it like http://localhost:8765/callback and register the same URI in Qonic"
 
 
@@ -22,7 +24,11 @@ def _has_space_or_control(value: str) -> bool:
 
 
 def https_url(section: Section, key: str, value: str, *, origin_only: bool) -> str:
-    """Validate and normalise an https URL; never echo it (it might carry a credential)."""
+    """Validate and normalise an https URL; never echo it (it might carry a credential).
+
+    http:// is accepted for a loopback host (a local development server, `sandbox --plain-http`):
+    nothing crosses the network there.
+    """
     if not value or _has_space_or_control(value):
         raise section.error(key, "the URL is empty or contains spaces", "write a plain https URL")
     try:
@@ -32,13 +38,9 @@ def https_url(section: Section, key: str, value: str, *, origin_only: bool) -> s
         raise section.error(
             key, "is not a valid URL (bad port or brackets)", "write it as https://host[:port]"
         ) from None
-    if parts.scheme.lower() != "https":
-        raise section.error(
-            key,
-            "must use https://",
-            "the token and client secret must not cross the network"
-            " in clear text, so use the https URL of the server",
-        )
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http"):
+        raise section.error(key, "must use https://", HTTPS_FIX)
     if "@" in parts.netloc:
         raise section.error(
             key, "must not contain a user name or password", "remove the part before '@'"
@@ -48,6 +50,8 @@ def https_url(section: Section, key: str, value: str, *, origin_only: bool) -> s
     host = canonical_host(parts.hostname or "")
     if host is None:
         raise section.error(key, "the host name is missing or invalid", "write https://host[:port]")
+    if scheme == "http" and not is_loopback_host(host):
+        raise section.error(key, "must use https:// (http:// only for a loopback host)", HTTPS_FIX)
     if port == 0:
         raise section.error(key, "port 0 is not valid", "omit the port or use a real one")
     if origin_only and parts.path not in ("", "/"):
@@ -57,7 +61,7 @@ def https_url(section: Section, key: str, value: str, *, origin_only: bool) -> s
             "write only https://host[:port]; the /v1/... paths are added by the proxy",
         )
     path = "" if origin_only else parts.path
-    return f"https://{authority(host, port, 'https')}{path}"
+    return f"{scheme}://{authority(host, port, scheme)}{path}"
 
 
 def redirect_uri(section: Section, key: str, value: str) -> str:

@@ -32,6 +32,7 @@ from qonic_proxy.oauth.messages import clean, refusal_message
 from qonic_proxy.oauth.redirect import LoopbackRedirect, RedirectUriError, parse_loopback_redirect
 from qonic_proxy.oauth.tokenset import TokenSet
 
+LOGIN_FAILED_STATUS = 502  # the token endpoint failed us: a gateway error, not a success page
 log = logging.getLogger(__name__)
 
 MAX_HEAD = 16 * 1024  # request line + headers
@@ -105,7 +106,8 @@ class LoginAttempt:
         )
         self._servers: list[asyncio.AbstractServer] = []
         self._result: asyncio.Future[AuthorizationResponse] | None = None
-        self._outcome: asyncio.Future[bytes] | None = None  # the page the winning tab gets
+        # the status and page the winning tab gets
+        self._outcome: asyncio.Future[tuple[int, bytes]] | None = None
         self._winner: asyncio.Task[Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -165,7 +167,7 @@ class LoginAttempt:
                     exchange_code, self._cfg, code=result.code, code_verifier=self._verifier
                 )
             except Exception as exc:
-                self._settle(pages.exchange_failed(exc))
+                self._settle(pages.exchange_failed(exc), LOGIN_FAILED_STATUS)
                 raise
             self._settle(pages.logged_in())
             log.info("logged in to Qonic (scopes: %s)", " ".join(tokens.scopes) or "none")
@@ -173,9 +175,9 @@ class LoginAttempt:
         finally:
             await self.close()
 
-    def _settle(self, page: bytes) -> None:
+    def _settle(self, page: bytes, status: int = 200) -> None:
         if self._outcome is not None and not self._outcome.done():
-            self._outcome.set_result(page)
+            self._outcome.set_result((status, page))
 
     async def close(self) -> None:
         """Stop listening, let the winning tab get its page, drop every other connection."""
@@ -266,10 +268,11 @@ class LoginAttempt:
         log.debug("login callback: received an authorization code")
         assert self._outcome is not None
         try:
-            page = await asyncio.wait_for(asyncio.shield(self._outcome), WINNER_PAGE_TIMEOUT)
+            status, page = await asyncio.wait_for(asyncio.shield(self._outcome),
+                                                  WINNER_PAGE_TIMEOUT)
         except TimeoutError:
-            page = pages.received()
-        await answer.send(200, page)
+            status, page = 200, pages.received()
+        await answer.send(status, page)
 
 
 class _Answer:

@@ -28,6 +28,7 @@ from qonic_proxy.proxy.assembly import STREAM_THRESHOLD, build_master
 from qonic_proxy.proxy.client_key import load_or_create_key
 from qonic_proxy.proxy.guard import Guard
 from qonic_proxy.proxy.listeners import ListenerInfo
+from qonic_proxy.runtime_file import DaemonRecord, RuntimeFile, record_for
 from qonic_proxy.sdnotify import Notifier
 from qonic_proxy.tokens.outage import whole_seconds
 from qonic_proxy.tokens.service import TokenService
@@ -124,10 +125,13 @@ class Daemon:
     def _check_listeners(self) -> None:
         for server in self._proxyserver().servers:
             if not server.is_running:
-                which = "forward_port" if server.mode.type_name == "regular" else "port"
+                forward = server.mode.type_name == "regular"
+                which = "forward_port" if forward else "port"
+                port = self.cfg.proxy.forward_port if forward else self.cfg.proxy.port
                 raise QonicProxyError(
-                    f"could not listen on {self.cfg.proxy.listen_host} for the "
-                    f"{server.mode.type_name} listener ({_os_reason(server.last_exception)}); "
+                    f"could not listen on {self.cfg.proxy.listen_host} port {port} for the "
+                    f"{'forward' if forward else 'reverse'} listener "
+                    f"({_os_reason(server.last_exception)}); "
                     f"stop the program using that port or change [proxy] {which}"
                     + (f" in {self.cfg.path}" if self.cfg.path else "")
                 )
@@ -143,6 +147,11 @@ class Daemon:
             parts.append(f"forward {self.listeners.forward_url}")
         parts.append(f"api {self.api_origin}")
         return " ".join(parts)
+
+    def runtime_record(self) -> DaemonRecord:
+        listeners = self.listeners
+        return record_for(self.cfg, str(self.api_origin), listeners.reverse_url,
+                          listeners.reverse_port, listeners.forward_url, listeners.forward_port)
 
     def _listener_status(self) -> dict[str, Any]:
         return {"listeners": {"reverse": self.listeners.reverse_url,
@@ -268,13 +277,19 @@ def _print_ready(line: str) -> None:
 
 async def serve(cfg: Config, **kwargs: Any) -> int:
     """The `run` verb: start, serve until SIGTERM/SIGINT, stop gracefully. Returns the exit code."""
+    runtime = RuntimeFile(cfg)
+    runtime.claim()  # "already running for this config" before mitmproxy says anything
     daemon = Daemon(cfg, **kwargs)
     daemon.install_signal_handlers()
     try:
-        await daemon.start()
-    except BaseException:
-        await daemon.stop(grace=0)
-        raise
-    await daemon.wait()
-    await daemon.stop()
+        try:
+            await daemon.start()
+        except BaseException:
+            await daemon.stop(grace=0)
+            raise
+        runtime.write(daemon.runtime_record())
+        await daemon.wait()
+        await daemon.stop()
+    finally:
+        runtime.release()
     return 0

@@ -34,9 +34,11 @@ _CERT_IPS = ("127.0.0.1", "127.0.0.2", "::1")
 class Sandbox:
     """A running (after `start`) Qonic-compatible server on loopback."""
 
-    def __init__(self, settings: SandboxSettings) -> None:
+    def __init__(self, settings: SandboxSettings, *, keep_ca: bool = False) -> None:
+        """`keep_ca`: reuse the CA kept in `settings.cert_dir` (the CLI's --cert-dir)."""
         check_settings(settings)
         self.settings = settings
+        self.keep_ca = keep_ca and settings.cert_dir is not None
         self._state = Grants(settings)
         self.faults = Faults()
         self._server: SandboxServer | None = None
@@ -62,7 +64,7 @@ class Sandbox:
             ip = is_ip_address(s.host)
             hostnames = ["localhost"] + ([] if ip or s.host == "localhost" else [s.host])
             ips = list(_CERT_IPS) + ([s.host] if ip and s.host not in _CERT_IPS else [])
-            tls = make_server_tls(Path(cert_dir), hostnames, ips)
+            tls = make_server_tls(Path(cert_dir), hostnames, ips, keep_ca=self.keep_ca)
             self.ca_file = tls.ca_file
             ctx = server_ssl_context(tls)
         context = Context(s, self._state, faults=self.faults)

@@ -20,7 +20,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from qonic_proxy.files import write_atomic
+from qonic_proxy.files import UnsafeFile, read_private_file, write_atomic
+
+CA_FILE = "ca.pem"
+CA_KEY_FILE = "ca-key.pem"  # only in a folder the user named, to keep the CA across restarts
+KEPT_CA_DAYS = 365
 
 
 @dataclass(frozen=True)
@@ -47,14 +51,63 @@ def _key_usage(*, signs_certificates: bool) -> x509.KeyUsage:
     )
 
 
+def _new_ca(not_before: datetime.datetime, days: int) -> tuple[ec.EllipticCurvePrivateKey,
+                                                                 x509.Certificate]:
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "qonic-proxy sandbox"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "qonic-proxy sandbox throwaway CA"),
+        ]
+    )
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_before + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(signs_certificates=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                       critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return ca_key, ca_cert
+
+
+def _kept_ca(directory: Path, now: datetime.datetime) -> tuple[ec.EllipticCurvePrivateKey,
+                                                               x509.Certificate] | None:
+    """The CA kept in `directory` by an earlier start, if it is ours, private and still valid."""
+    try:
+        key_pem = read_private_file(directory / CA_KEY_FILE, limit=64 * 1024)
+        if key_pem is None:
+            return None
+        ca_cert = x509.load_pem_x509_certificate((directory / CA_FILE).read_bytes())
+        ca_key = serialization.load_pem_private_key(key_pem, password=None)
+    except (OSError, UnsafeFile, ValueError):
+        return None  # unreadable, foreign or damaged: make a new one
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey) or ca_key.public_key() != (
+            ca_cert.public_key()):
+        return None
+    if ca_cert.not_valid_after_utc - now < datetime.timedelta(days=2):
+        return None
+    return ca_key, ca_cert
+
+
 def make_server_tls(
     directory: Path,
     hostnames: Sequence[str] = ("localhost",),
     ips: Sequence[str] = ("127.0.0.1", "127.0.0.2", "::1"),
+    *,
+    keep_ca: bool = False,
 ) -> ServerTls:
-    """Create a fresh CA and a server certificate for `hostnames` and `ips` in `directory`.
+    """A server certificate for `hostnames` and `ips` in `directory`, signed by a CA there.
 
-    A new CA every time: its key is never reused, so trusting `ca_file` trusts only this server.
+    By default a new CA every time: its key is never kept, so trusting `ca_file` trusts only
+    this server. With `keep_ca` (a `--cert-dir` the user named) the CA key is kept there (0600)
+    and reused while valid, so a config that trusts `ca_file` survives restarts.
     """
     directory = Path(directory)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -63,28 +116,11 @@ def make_server_tls(
     now = datetime.datetime.now(datetime.UTC)
     not_before = now - datetime.timedelta(days=1)
     not_after = now + datetime.timedelta(days=30)
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "qonic-proxy sandbox"),
-            x509.NameAttribute(NameOID.COMMON_NAME, "qonic-proxy sandbox throwaway CA"),
-        ]
-    )
+    kept = _kept_ca(directory, now) if keep_ca else None
+    ca_key, ca_cert = kept or _new_ca(not_before, days=KEPT_CA_DAYS if keep_ca else 31)
+    ca_name = ca_cert.subject
     ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(signs_certificates=True), critical=True)
-        .add_extension(ca_ski, critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
+    not_after = min(not_after, ca_cert.not_valid_after_utc)
 
     key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = [x509.DNSName(h) for h in hostnames]
@@ -113,12 +149,18 @@ def make_server_tls(
     )
 
     tls = ServerTls(
-        ca_file=directory / "ca.pem",
+        ca_file=directory / CA_FILE,
         cert_file=directory / "server.pem",
         key_file=directory / "server-key.pem",
     )
     pem = serialization.Encoding.PEM
-    write_atomic(tls.ca_file, ca_cert.public_bytes(pem), mode=0o644)
+    if kept is None:
+        write_atomic(tls.ca_file, ca_cert.public_bytes(pem), mode=0o644)
+    if keep_ca and kept is None:
+        ca_key_pem = ca_key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        write_atomic(directory / CA_KEY_FILE, ca_key_pem, mode=0o600)
     write_atomic(tls.cert_file, cert.public_bytes(pem), mode=0o644)
     key_pem = key.private_bytes(
         pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

@@ -12,8 +12,8 @@ from qonic_proxy.cli.parser import build_parser
 from qonic_proxy.errors import ExitStatus
 from tests.cli.helpers import RecordingEnvironment
 
-CONTRACT_VERBS = {"run", "login", "logout", "status", "token", "exec", "ca", "sandbox", "demo",
-                  "env"}  # env: added by DESIGN.md since
+CONTRACT_VERBS = {"init", "help", "run", "login", "logout", "status", "token", "exec", "ca",
+                  "sandbox", "demo", "env"}
 
 
 def test_the_table_holds_exactly_the_contract_verbs_once() -> None:
@@ -43,7 +43,7 @@ def test_every_parsed_verb_takes_config(name: str) -> None:
     assert args.config == "/some/file.toml"
 
 
-@pytest.mark.parametrize("name", sorted(CONTRACT_VERBS - {"sandbox"}))
+@pytest.mark.parametrize("name", sorted(CONTRACT_VERBS - {"sandbox", "demo", "help"}))
 def test_every_verb_has_its_own_help(name: str) -> None:
     env = RecordingEnvironment()
     assert main([name, "--help"], env) == ExitStatus.OK

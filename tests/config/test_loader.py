@@ -82,7 +82,7 @@ def test_discovery_named_file_must_exist(tmp_path: Path, explicit, env, fix) -> 
     assert info.value.exit_code == 78
     assert str(info.value) == (
         f"config file {tmp_path}/missing.toml does not exist; "
-        f"create it from config/qonic-proxy.example.toml or {fix}"
+        f"create it with `qonic-proxy init --config {tmp_path}/missing.toml` or {fix}"
     )
 
 
@@ -101,7 +101,7 @@ def test_load_none_says_where_it_looked() -> None:
     assert str(cfg.user_config_file()) in message
     assert str(cfg.SYSTEM_CONFIG_FILE) in message
     assert "$QONIC_PROXY_CONFIG" in message
-    assert "config/qonic-proxy.example.toml" in message
+    assert "qonic-proxy init --client-id ID" in message
 
 
 def test_load_reports_toml_syntax_error_with_file_and_line(tmp_path: Path) -> None:

@@ -73,8 +73,8 @@ def test_scopes() -> None:
     assert parse(minimal(oauth={"scopes": every})).oauth.scopes == tuple(every)
     deduped = parse(minimal(oauth={"scopes": ["models:read", "models:read"]})).oauth.scopes
     assert deduped == ("models:read",)
-    message = config_error(minimal(oauth={"scopes": ["models:admin"]}), "oauth", "scopes")
-    assert "'models:admin'" in message and "projects:read" in message
+    message = config_error(minimal(oauth={"scopes": ["models:raed"]}), "oauth", "scopes")
+    assert "'models:raed' (did you mean models:read?)" in message and "projects:read" in message
     assert "an array of strings" in config_error(
         minimal(oauth={"scopes": "models:read"}), "oauth", "scopes"
     )
@@ -97,3 +97,25 @@ def test_listen_host_non_loopback_needs_client_key(
         config = parse(minimal(proxy={"listen_host": host, "client_key_file": "/k/client.key"}))
     assert config.proxy.client_key_file == Path("/k/client.key")
     assert "not a loopback address" in caplog.text
+
+
+@pytest.mark.parametrize(("scope", "near"), [
+    ("project:read", "projects:read"), ("Projects:Read", "projects:read"),
+    ("models:raed", "models:read"), ("libraries:wrte", "libraries:write"),
+])
+def test_a_near_miss_of_a_known_scope_is_an_error(scope: str, near: str) -> None:
+    message = config_error(minimal(oauth={"scopes": [scope]}), "oauth", "scopes")
+    assert f"(did you mean {near}?)" in message
+
+
+def test_an_unknown_well_formed_scope_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", "qonic_proxy.config"):
+        scopes = parse(minimal(oauth={"scopes": ["projects:read", "models:admin"]})).oauth.scopes
+    assert scopes == ("projects:read", "models:admin")
+    assert "'models:admin' is not a scope qonic-proxy knows" in caplog.text
+
+
+@pytest.mark.parametrize("scope", ["a b c", "things:", ":stuff", "a:b\n", "Widgets:Read"])
+def test_a_malformed_scope_is_an_error(scope: str) -> None:
+    assert "not a well-formed scope" in config_error(
+        minimal(oauth={"scopes": [scope]}), "oauth", "scopes")

@@ -48,7 +48,8 @@ def test_oauth_urls_can_be_overridden_and_are_normalised() -> None:
 @pytest.mark.parametrize(
     ("url", "fragment"),
     [
-        ("http://api.qonic.com", "must use https://"),
+        ("http://api.qonic.com", "must use https:// (http:// only for a loopback host)"),
+        ("http://127.0.0.2.nip.io:8080", "must use https:// (http:// only for a loopback host)"),
         ("ftp://api.qonic.com", "must use https://"),
         ("https://api.qonic.com/v1", "must be an origin without a path"),
         ("https://api.qonic.com/?x=1", "query or fragment"),
@@ -168,3 +169,20 @@ def test_validators_never_echo_user_info(key: str) -> None:
         check(SEC, key, f"https://me:{SECRET}@api.qonic.com")
     assert SECRET not in str(info.value)
     assert str(info.value).startswith(f"v.toml: [proxy] {key}: ")
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
+    ("http://localhost:80", "http://localhost"),
+    ("HTTP://[::1]:9000/", "http://[::1]:9000"),
+])
+def test_http_is_accepted_for_a_loopback_api_url(url: str, expected: str) -> None:
+    qonic = parse(minimal(qonic={"api_url": url})).qonic
+    assert qonic.api_url == expected
+    assert qonic.token_url == expected + "/v1/auth/token"
+
+
+@pytest.mark.parametrize("key", ["authorize_url", "token_url"])
+def test_http_is_accepted_for_loopback_oauth_urls(key: str) -> None:
+    url = "http://127.0.0.1:9000/oauth/x"
+    assert getattr(parse(minimal(qonic={key: url})).qonic, key) == url

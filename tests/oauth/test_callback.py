@@ -318,6 +318,7 @@ def test_failed_exchange_shows_in_the_browser_and_raises(endpoint: FakeEndpoint)
     page, error = run(scenario())
     assert "invalid_grant: code expired" in str(error)
     assert "Login failed" in page.body and "code expired" in page.body
+    assert page.status == 502  # a failed login is no 200 page
     assert CODE not in page.body
     assert refused(port)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from qonic_proxy.sandbox.certs import make_server_tls, server_ssl_context
+from qonic_proxy.sandbox.certs import CA_KEY_FILE, make_server_tls, server_ssl_context
 
 
 def test_local_ca_files_and_certificate(tmp_path: Path) -> None:
@@ -70,3 +70,37 @@ def test_local_ca_verifies_only_with_its_own_ca(tmp_path: Path) -> None:
         _tls_roundtrip(trusting, server_ssl_context(other), "localhost")
     with pytest.raises(ssl.SSLCertVerificationError):  # a name the certificate does not carry
         _tls_roundtrip(trusting, server_ssl_context(tls), "api.qonic.com")
+
+
+def test_a_kept_ca_is_reused_and_signs_the_new_certificate(tmp_path: Path) -> None:
+    first = make_server_tls(tmp_path, keep_ca=True)
+    ca_pem = first.ca_file.read_bytes()
+    assert stat.S_IMODE((tmp_path / CA_KEY_FILE).stat().st_mode) == 0o600
+    second = make_server_tls(tmp_path, keep_ca=True)
+    assert second.ca_file.read_bytes() == ca_pem
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    server = x509.load_pem_x509_certificate(second.cert_file.read_bytes())
+    server.verify_directly_issued_by(ca)
+
+
+def test_without_keep_ca_every_start_is_a_new_ca_and_no_key_is_kept(tmp_path: Path) -> None:
+    first = make_server_tls(tmp_path).ca_file.read_bytes()
+    assert make_server_tls(tmp_path).ca_file.read_bytes() != first
+    assert not (tmp_path / CA_KEY_FILE).exists()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "loose", "other-key"])
+def test_a_damaged_or_loose_kept_ca_is_replaced(tmp_path: Path, damage: str) -> None:
+    first = make_server_tls(tmp_path, keep_ca=True).ca_file.read_bytes()
+    key = tmp_path / CA_KEY_FILE
+    if damage == "garbage":
+        key.write_bytes(b"not a key")
+    elif damage == "loose":
+        key.chmod(0o644)
+    else:
+        make_server_tls(tmp_path / "other", keep_ca=True)
+        key.write_bytes((tmp_path / "other" / CA_KEY_FILE).read_bytes())
+    second = make_server_tls(tmp_path, keep_ca=True)
+    assert second.ca_file.read_bytes() != first
+    server = x509.load_pem_x509_certificate(second.cert_file.read_bytes())
+    server.verify_directly_issued_by(x509.load_pem_x509_certificate(second.ca_file.read_bytes()))

@@ -102,3 +102,44 @@ def test_token_fault_options() -> None:
 def test_main_refuses_a_bad_token_fault(capsys) -> None:
     assert main(["--token-fault", "404"]) == 2
     assert "429 or 5xx" in capsys.readouterr().err
+
+
+def _snippet(argv: list[str], monkeypatch, env_secret: str | None = None) -> str:
+    from qonic_proxy.sandbox.app import Sandbox
+    from qonic_proxy.sandbox.cli import config_snippet, parser, settings_from_args
+
+    if env_secret:
+        monkeypatch.setenv("SANDBOX_CLIENT_SECRET", env_secret)
+    else:
+        monkeypatch.delenv("SANDBOX_CLIENT_SECRET", raising=False)
+    args = parser().parse_args(argv)
+    sandbox = Sandbox(settings_from_args(args))
+    sandbox.url, sandbox.ca_file = "https://127.0.0.1:4443", Path("/x/ca.pem")
+    return config_snippet(sandbox, args)
+
+
+def test_the_snippet_is_a_config_that_loads(monkeypatch, tmp_path: Path) -> None:
+    import tomllib
+
+    from qonic_proxy.config.loader import parse_config
+
+    text = _snippet(["--port", "4443", "--cert-dir", str(tmp_path)], monkeypatch)
+    toml = text.split("\n", 1)[1]
+    data = tomllib.loads(toml)
+    assert data == {"qonic": {"api_url": "https://127.0.0.1:4443", "ca_file": "/x/ca.pem"},
+                    "oauth": {"client_id": "sandbox-client",
+                              "redirect_uri": "http://localhost:8765/callback"}}
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    data["qonic"]["ca_file"] = str(tmp_path / "ca.pem")
+    assert parse_config(data, "snippet", {}).qonic.api_url == "https://127.0.0.1:4443"
+    assert "export QONIC_CLIENT_SECRET=sandbox-secret" in text
+    assert "survives restarts" not in text
+
+
+def test_the_snippet_never_shows_a_secret_it_was_given(monkeypatch) -> None:
+    by_env = _snippet([], monkeypatch, env_secret="env-given-secret")
+    assert "env-given-secret" not in by_env and "$SANDBOX_CLIENT_SECRET" in by_env
+    by_flag = _snippet(["--client-secret", "flag-given-secret"], monkeypatch)
+    assert "flag-given-secret" not in by_flag and "--client-secret you gave" in by_flag
+    assert "needs no client secret" in _snippet(["--public"], monkeypatch)
+    assert "survives restarts" in by_flag  # port 0 and a temporary CA
