@@ -239,7 +239,9 @@ def exclusive_lock(path: Path, timeout: float | None = None) -> Iterator[None]:
     expires. Blocking: async callers use asyncio.to_thread.
     """
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+        # read-only is enough for flock, and a lock held open for writing would keep an
+        # administrator from remounting the folder read-only
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
                      PRIVATE_FILE_MODE)
     except OSError as exc:
         if exc.errno not in (errno.EROFS, errno.EACCES, errno.ENOSPC):

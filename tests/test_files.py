@@ -243,7 +243,9 @@ def test_the_lock_on_a_read_only_file_system_still_locks(
     modes: list[int] = []
 
     def read_only_fs(path: object, flags: int, *args: int) -> int:
-        if flags & os.O_RDWR:
+        # what a read-only mount does: no writing, and nothing new can be created
+        if flags & (os.O_RDWR | os.O_WRONLY) or (
+                flags & os.O_CREAT and not os.path.exists(path)):  # type: ignore[arg-type]
             raise OSError(errno.EROFS, "Read-only file system")
         modes.append(flags)
         return real_open(path, flags, *args)  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -55,8 +56,20 @@ def free(pid: int, folder: Path) -> None:
 
 
 def remount(pid: int, folder: Path, mode: str) -> None:
-    """`mode` "ro" or "rw": remount the daemon's private tmpfs (root ignores chmod)."""
-    in_namespace(pid, "mount", "-o", f"remount,{mode}", str(folder))
+    """`mode` "ro" or "rw": remount the daemon's private tmpfs (root ignores chmod).
+
+    A read-only remount fails (EBUSY) while a file there is open for writing, e.g. the lock
+    during a refresh: try again for a few seconds, as an administrator would.
+    """
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            in_namespace(pid, "mount", "-o", f"remount,{mode}", str(folder))
+            return
+        except subprocess.CalledProcessError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 class FakeWallClock:
