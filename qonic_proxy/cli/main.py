@@ -70,6 +70,6 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
         build_parser().print_help(env.stdout)
         return ExitStatus.USAGE
     if not logging.getLogger().handlers:
-        configure_logging(args.log_level, "text")
+        configure_logging(args.log_level, getattr(args, "log_format", "text"))
     handler = command.handler
     return run_verb(lambda: handler(args, env), env)

@@ -31,9 +31,11 @@ def load_with_daemon(args: argparse.Namespace) -> Config:
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:
+    # before importing mitmproxy: its imports log, and with --log-format json every line on
+    # stderr must be JSON
+    configure_logging(args.log_level, args.log_format)
     from qonic_proxy.proxy.daemon import serve
 
-    configure_logging(args.log_level, args.log_format)
     cfg = load(args)
     return asyncio.run(serve(cfg))
 
