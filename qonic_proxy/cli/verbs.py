@@ -43,7 +43,7 @@ def login(args: argparse.Namespace, env: Environment) -> int:
 
     cfg = load_with_daemon(args)
     opener = None if args.no_browser or not cfg.oauth.open_browser else env.open_browser
-    tokens = login_now(cfg, open_browser=opener)
+    tokens = login_now(cfg, open_browser=opener, paste=args.paste)
     env.print(f"Logged in to Qonic; {describe_expiry(tokens.expires_at)}. "
               "A running qonic-proxy picks the new token up by itself.")
     return ExitStatus.OK
