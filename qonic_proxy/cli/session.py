@@ -29,6 +29,7 @@ from qonic_proxy.tokens.store import CacheWriteError, TokenStore, cache_key
 
 LOGIN_POLL = 0.25  # seconds between looks at the daemon while it waits for a login
 PASTE_HEADER = "X-Qonic-Proxy-Paste"  # no web page can send it without a (refused) preflight
+ADDRESS_HEADER = "X-Qonic-Proxy-Paste-Address"
 PASTE_PROMPT = "Paste the address the browser ended on, then press Enter:"
 
 
@@ -73,7 +74,8 @@ def login_now(cfg: Config, *, open_browser: Callable[[str], object] | None,
 def post_pasted(cfg: Config, address: str) -> tuple[int, str]:
     """Hand one pasted address to the daemon's /-/login/paste: its status and sentence."""
     body = json.dumps({"address": address.strip()}).encode()
-    headers = {**key_header(cfg), PASTE_HEADER: "1", "Content-Type": "application/json"}
+    headers = {**key_header(cfg), PASTE_HEADER: "1", "Content-Type": "application/json",
+               ADDRESS_HEADER: address.strip()}  # the daemon answers before reading a body
     connection = http.client.HTTPConnection(connect_host(cfg.proxy.listen_host), cfg.proxy.port,
                                             timeout=cfg.oauth.login_timeout + 30)
     try:

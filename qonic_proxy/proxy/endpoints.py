@@ -21,6 +21,9 @@ from qonic_proxy.tokens.service import TokenService
 
 PASTE_PATH = "/-/login/paste"
 PASTE_HEADER = "X-Qonic-Proxy-Paste"
+# Endpoints answer at requestheaders, before any body is read: the CLI also sends the address
+# in this header, used when the body is not there (yet).
+ADDRESS_HEADER = "X-Qonic-Proxy-Paste-Address"
 MAX_PASTE_BODY = 16 * 1024
 
 
@@ -66,8 +69,8 @@ class Endpoints:
             return json_response(415, {"error": "unsupported_media_type",
                                        "message": "Send a JSON body: {\"address\": \"...\"}."})
         body = request.raw_content
-        address = None
-        if body is not None and len(body) <= MAX_PASTE_BODY:
+        address = headers.get(ADDRESS_HEADER) if not body else None
+        if body and len(body) <= MAX_PASTE_BODY:
             try:
                 parsed = json.loads(body)
             except ValueError:
