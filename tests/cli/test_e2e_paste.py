@@ -209,3 +209,19 @@ def _free() -> int:
     from tests.harness import free_port
 
     return free_port()
+
+
+def test_with_no_browser_the_health_action_and_401_say_how_to_paste(
+        world: World, daemons: list[DaemonProcess]) -> None:
+    world.config["proxy"]["port"] = port = _free()
+    daemon = world.daemon(env=world.env(BROWSER="", DISPLAY="", WAYLAND_DISPLAY=""))
+    daemons.append(daemon)
+    daemon.wait_ready()
+    wait_for(lambda: daemon.health()[1]["login_in_progress"], 10, "the daemon's login offer")
+    action = daemon.health()[1]["action"]
+    assert action.startswith("Log in to Qonic: open https://127.0.0.1:")
+    assert action.endswith("in any browser, then run `qonic-proxy login --paste` and paste "
+                           "the address it ends on.")
+    status, _h, body = http_request(f"http://127.0.0.1:{port}/v1/projects")
+    assert status == 401 and "qonic-proxy login --paste" in json.loads(body)["message"]
+    assert "then run `qonic-proxy login --paste`" in daemon.stderr_text()
