@@ -53,12 +53,13 @@ def _read_pasted_line() -> str:
 
 
 def login_now(cfg: Config, *, open_browser: Callable[[str], object] | None,
-              paste: bool = False) -> TokenSet:
+              paste: bool = False) -> TokenSet | None:
     """Browser login; the new token is written to the cache the daemon watches.
 
     When the running daemon is itself waiting for a login it holds the callback port, so we
     join its login instead of failing on a busy port: same URL, and we wait for its success.
-    With `paste`, a running daemon's own login takes the pasted address (it serves at once).
+    With `paste`, a running daemon's own login takes the pasted address (it serves at once);
+    None then when the daemon's cache is not ours to read (root pasting for a DynamicUser).
     """
     health = daemon_health(cfg)
     if paste and health is not None:
@@ -90,7 +91,7 @@ def post_pasted(cfg: Config, address: str) -> tuple[int, str]:
     return response.status, str(answer.get("message") if isinstance(answer, dict) else "")
 
 
-def paste_into_daemon(cfg: Config) -> TokenSet:
+def paste_into_daemon(cfg: Config) -> TokenSet | None:
     """Finish the running daemon's own login with pasted addresses (or its callback)."""
     _announce(daemon_login_url(cfg))
     print("(the running qonic-proxy is waiting for this login; paste the address here)",
@@ -115,7 +116,13 @@ def paste_into_daemon(cfg: Config) -> TokenSet:
             continue
         status, sentence = post_pasted(cfg, line)
         if status in (200, 409):  # logged in, or no login pending any more (the callback won?)
-            return _daemon_outcome(cfg, daemon_health(cfg))
+            health = daemon_health(cfg)
+            if status == 200 and health is not None and health.get("logged_in"):
+                try:
+                    return store_for(cfg).load()
+                except QonicProxyError:
+                    return None  # e.g. root, and the cache belongs to the service's user
+            return _daemon_outcome(cfg, health)
         _tell(sentence or f"the running qonic-proxy refused the address ({status})")
         if status != 400:
             raise LoginError(sentence or "the login failed; see the qonic-proxy log")
