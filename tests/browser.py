@@ -4,6 +4,9 @@ Python's webbrowser runs `$BROWSER <url>`. This script fetches the URL (trusting
 answers the sandbox's consent form with $BROWSER_DECISION (approve/deny/ignore), follows the
 redirect into qonic-proxy's loopback callback, and appends one line to $BROWSER_LOG so tests can
 tell whether (and how often) a browser was started.
+
+With $BROWSER_STOP_AT_CALLBACK set it is a browser on another machine: it does not connect to
+the loopback callback but prints the address it would have opened (what `login --paste` takes).
 """
 
 from __future__ import annotations
@@ -17,6 +20,20 @@ import urllib.parse
 import urllib.request
 
 
+class _StopAtCallback(urllib.request.HTTPRedirectHandler):
+    """Follow redirects within the authorization server; stop at any other host (the callback)."""
+
+    def __init__(self, server: str) -> None:
+        self.server = server
+        self.stopped_at: str | None = None
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        if urllib.parse.urlsplit(newurl).netloc != self.server:
+            self.stopped_at = newurl
+            return None  # urllib raises HTTPError for the redirect: we never connect
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 def main(url: str) -> int:
     log = os.environ.get("BROWSER_LOG")
     if log:
@@ -26,8 +43,12 @@ def main(url: str) -> int:
     if decision == "ignore":
         return 0
     context = ssl.create_default_context(cafile=os.environ.get("SANDBOX_CA") or None)
-    opener = urllib.request.build_opener(
-        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
+    stop = _StopAtCallback(urllib.parse.urlsplit(url).netloc)
+    handlers: list[urllib.request.BaseHandler] = [
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)]
+    if os.environ.get("BROWSER_STOP_AT_CALLBACK"):
+        handlers.append(stop)
+    opener = urllib.request.build_opener(*handlers)
     try:
         with opener.open(url, timeout=20) as response:
             page = response.read().decode("utf-8", "replace")
@@ -43,7 +64,10 @@ def main(url: str) -> int:
             with opener.open(consent_url, data=form.encode(), timeout=20) as response:
                 response.read()
         except urllib.error.HTTPError as err:
-            print(f"browser: {err.code} from the callback", file=sys.stderr)
+            if stop.stopped_at is None:
+                print(f"browser: {err.code} from the callback", file=sys.stderr)
+    if stop.stopped_at is not None:
+        print(stop.stopped_at)
     return 0
 
 

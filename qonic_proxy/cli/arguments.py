@@ -52,6 +52,10 @@ def login_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-browser", action="store_true",
                         help="only print the URL to open, for headless machines (default: open "
                              "a browser unless [oauth] open_browser = false)")
+    parser.add_argument("--paste", action="store_true",
+                        help="also read the address the browser ended on from stdin, for a "
+                             "browser on another machine; finishes a running daemon's login "
+                             "(default: wait for the callback only)")
 
 
 def status_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,14 +8,19 @@ is `daemon_client`'s concern.
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
+import queue
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from qonic_proxy.cli.daemon_client import daemon_health, daemon_login_url
+from qonic_proxy.cli.daemon_client import daemon_health, daemon_login_url, key_header
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import LoginError, QonicProxyError
+from qonic_proxy.hosts import connect_host
 from qonic_proxy.oauth.client import refresh_tokens
 from qonic_proxy.oauth.login import login, open_browser_in_background
 from qonic_proxy.oauth.tokenset import TokenSet
@@ -23,6 +28,9 @@ from qonic_proxy.tokens.service import refresh_due_at
 from qonic_proxy.tokens.store import CacheWriteError, TokenStore, cache_key
 
 LOGIN_POLL = 0.25  # seconds between looks at the daemon while it waits for a login
+PASTE_HEADER = "X-Qonic-Proxy-Paste"  # no web page can send it without a (refused) preflight
+ADDRESS_HEADER = "X-Qonic-Proxy-Paste-Address"
+PASTE_PROMPT = "Paste the address the browser ended on, then press Enter:"
 
 
 def store_for(cfg: Config) -> TokenStore:
@@ -34,18 +42,105 @@ def _announce(url: str) -> None:
           flush=True)
 
 
-def login_now(cfg: Config, *, open_browser: Callable[[str], object] | None) -> TokenSet:
+def _tell(sentence: str) -> None:
+    print(f"qonic-proxy: {sentence}", file=sys.stderr, flush=True)
+
+
+def _read_pasted_line() -> str:
+    if sys.stdin.isatty():
+        print(PASTE_PROMPT, file=sys.stderr, flush=True)
+    return sys.stdin.readline()
+
+
+def login_now(cfg: Config, *, open_browser: Callable[[str], object] | None,
+              paste: bool = False) -> TokenSet | None:
     """Browser login; the new token is written to the cache the daemon watches.
 
     When the running daemon is itself waiting for a login it holds the callback port, so we
     join its login instead of failing on a busy port: same URL, and we wait for its success.
+    With `paste`, a running daemon's own login takes the pasted address (it serves at once);
+    None then when the daemon's cache is not ours to read (root pasting for a DynamicUser).
     """
     health = daemon_health(cfg)
+    if paste and health is not None:
+        return paste_into_daemon(cfg)
     if health is not None and health.get("login_in_progress"):
         return join_daemon_login(cfg, open_browser=open_browser)
-    tokens = asyncio.run(login(cfg, open_browser=open_browser, announce=_announce))
+    tokens = asyncio.run(login(cfg, open_browser=open_browser, announce=_announce,
+                               paste=(_read_pasted_line, _tell) if paste else None))
     store_for(cfg).save(tokens)
     return tokens
+
+
+def post_pasted(cfg: Config, address: str) -> tuple[int, str]:
+    """Hand one pasted address to the daemon's /-/login/paste: its status and sentence."""
+    body = json.dumps({"address": address.strip()}).encode()
+    headers = {**key_header(cfg), PASTE_HEADER: "1", "Content-Type": "application/json",
+               ADDRESS_HEADER: address.strip()}  # the daemon answers before reading a body
+    connection = http.client.HTTPConnection(connect_host(cfg.proxy.listen_host), cfg.proxy.port,
+                                            timeout=cfg.oauth.login_timeout + 30)
+    try:
+        connection.request("POST", "/-/login/paste", body=body, headers=headers)
+        response = connection.getresponse()
+        answer = json.loads(response.read(65536) or b"{}")
+    except (OSError, http.client.HTTPException, ValueError) as err:
+        raise QonicProxyError(f"cannot reach the running qonic-proxy ({err}); "
+                              "is it still running?") from None
+    finally:
+        connection.close()
+    return response.status, str(answer.get("message") if isinstance(answer, dict) else "")
+
+
+def paste_into_daemon(cfg: Config) -> TokenSet | None:
+    """Finish the running daemon's own login with pasted addresses (or its callback)."""
+    _announce(daemon_login_url(cfg))
+    print("(the running qonic-proxy is waiting for this login; paste the address here)",
+          file=sys.stderr, flush=True)
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        for line in iter(_read_pasted_line, ""):
+            lines.put(line)
+
+    threading.Thread(target=read, name="qonic-proxy-paste", daemon=True).start()
+    deadline = time.monotonic() + cfg.oauth.login_timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=LOGIN_POLL)
+        except queue.Empty:
+            health = daemon_health(cfg)  # the daemon's own callback may have won
+            if health is not None and not health.get("login_in_progress"):
+                return _daemon_outcome(cfg, health)
+            continue
+        if not line.strip():
+            continue
+        status, sentence = post_pasted(cfg, line)
+        if status in (200, 409):  # logged in, or no login pending any more (the callback won?)
+            health = daemon_health(cfg)
+            if status == 200 and health is not None and health.get("logged_in"):
+                try:
+                    return store_for(cfg).load()
+                except QonicProxyError:
+                    return None  # e.g. root, and the cache belongs to the service's user
+            return _daemon_outcome(cfg, health)
+        _tell(sentence or f"the running qonic-proxy refused the address ({status})")
+        if status != 400:
+            raise LoginError(sentence or "the login failed; see the qonic-proxy log")
+    raise LoginError(f"no login completed within {cfg.oauth.login_timeout:g} s; "
+                     "run `qonic-proxy login --paste` to try again")
+
+
+def _daemon_outcome(cfg: Config, health: dict[str, Any] | None) -> TokenSet:
+    """The daemon's login is over: the saved tokens, or why it did not complete."""
+    if health is None:
+        raise QonicProxyError("the running qonic-proxy stopped while waiting for the login; "
+                              "run `qonic-proxy login` again")
+    tokens = store_for(cfg).load()  # the daemon may have been logged in already, so
+    if health.get("logged_in") and tokens is not None:  # "logged_in" alone proves nothing
+        return tokens
+    raise LoginError(str(health.get("last_login_error")
+                         or "the running qonic-proxy did not complete the login; "
+                            "see its log, then run `qonic-proxy login` again"))
 
 
 def join_daemon_login(cfg: Config, *, open_browser: Callable[[str], object] | None) -> TokenSet:
@@ -59,16 +154,8 @@ def join_daemon_login(cfg: Config, *, open_browser: Callable[[str], object] | No
     deadline = time.monotonic() + cfg.oauth.login_timeout
     while time.monotonic() < deadline:
         health = daemon_health(cfg)
-        if health is None:
-            raise QonicProxyError("the running qonic-proxy stopped while waiting for the login; "
-                                  "run `qonic-proxy login` again")
-        if not health.get("login_in_progress"):  # over: the daemon may have been logged in
-            tokens = store_for(cfg).load()        # already, so "logged_in" alone proves nothing
-            if health.get("logged_in") and tokens is not None:
-                return tokens
-            raise LoginError(str(health.get("last_login_error")
-                                 or "the running qonic-proxy did not complete the login; "
-                                    "see its log, then run `qonic-proxy login` again"))
+        if health is None or not health.get("login_in_progress"):
+            return _daemon_outcome(cfg, health)
         time.sleep(LOGIN_POLL)
     raise LoginError(f"no login completed within {cfg.oauth.login_timeout:g} s; "
                      "run `qonic-proxy login` to try again")

@@ -45,7 +45,10 @@ def login(args: argparse.Namespace, env: Environment) -> int:
 
     cfg = load_with_daemon(args)
     opener = None if args.no_browser or not cfg.oauth.open_browser else env.open_browser
-    tokens = login_now(cfg, open_browser=opener)
+    tokens = login_now(cfg, open_browser=opener, paste=args.paste)
+    if tokens is None:
+        env.print("Logged in to Qonic; the running qonic-proxy serves with the new token.")
+        return ExitStatus.OK
     env.print(f"Logged in to Qonic; {describe_expiry(tokens.expires_at)}. "
               "A running qonic-proxy picks the new token up by itself.")
     return ExitStatus.OK

@@ -29,6 +29,7 @@ from qonic_proxy.oauth.authorization_response import (
 from qonic_proxy.oauth.authorize import build_authorize_url
 from qonic_proxy.oauth.client import exchange_code
 from qonic_proxy.oauth.messages import clean, refusal_message
+from qonic_proxy.oauth.paste import parse_pasted
 from qonic_proxy.oauth.redirect import LoopbackRedirect, RedirectUriError, parse_loopback_redirect
 from qonic_proxy.oauth.tokenset import TokenSet
 
@@ -204,6 +205,16 @@ class LoginAttempt:
                 )
             )
             self._result.exception()  # mark it retrieved: nobody may be waiting
+
+    def submit(self, address: str) -> None:
+        """Deliver a pasted address (see `oauth.paste`): same state check, same one winner.
+
+        BadRequest (one sentence) when it is not this login's code; the login keeps waiting.
+        """
+        if self._result is None or self._result.done() or self._closed:
+            raise LoginError("this login is already over; run `qonic-proxy login --paste` again")
+        self._result.set_result(
+            parse_pasted(address, path=self._redirect.path, state=self._state))
 
     # -- one connection -------------------------------------------------------------------
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from qonic_proxy.config.model import Config
@@ -23,6 +23,7 @@ from qonic_proxy.oauth.callback import LoginAttempt
 from qonic_proxy.oauth.client import refresh_tokens
 from qonic_proxy.oauth.login import open_browser_in_background
 from qonic_proxy.oauth.tokenset import TokenSet
+from qonic_proxy.tokens.advice import announce_login, login_advice, no_browser_here
 from qonic_proxy.tokens.health import health_body
 from qonic_proxy.tokens.outage import (
     Outage,
@@ -64,6 +65,7 @@ class TokenService:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         uniform: Callable[[float, float], float] = random.uniform,
+        environ: Mapping[str, str] = os.environ,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -72,6 +74,7 @@ class TokenService:
         self.login_page_url = login_page_url
         self.on_change = on_change
         self.clock = clock
+        self.environ = environ
         self._tokens: TokenSet | None = None
         self._refresh_lock = asyncio.Lock()
         self._login: LoginAttempt | None = None
@@ -131,12 +134,10 @@ class TokenService:
         return self._outage
 
     @property  # the cache could not be written: why (in few words, in a sentence, at shutdown)
-    def unsaved_reason(self) -> str | None:
-        return self._unsaved.reason
+    def unsaved_reason(self) -> str | None: return self._unsaved.reason  # noqa: E704
 
     @property
-    def unsaved_error(self) -> str | None:
-        return self._unsaved.sentence()
+    def unsaved_error(self) -> str | None: return self._unsaved.sentence()  # noqa: E704
 
     def shutdown_warning(self) -> str | None:
         return self._unsaved.shutdown_warning()
@@ -157,17 +158,20 @@ class TokenService:
         return self._login_task is not None and not self._login_task.done()
 
     @property
+    def pending_login(self) -> tuple[LoginAttempt, asyncio.Task[None]] | None:  # and its task
+        task, attempt = self._login_task, self._login
+        return (attempt, task) if task and not task.done() and attempt else None
+
+    @property
     def pending_authorize_url(self) -> str | None:
-        return self._login.authorize_url if self.login_pending and self._login else None
+        return pending[0].authorize_url if (pending := self.pending_login) else None
 
     def what_to_do(self) -> str:
         """The one sentence shown to people and scripts when a login is needed."""
-        page = self.login_page_url()
-        where = f"open {page} in a browser, or " if page else ""
-        return f"Log in to Qonic: {where}run `qonic-proxy login`."
+        return login_advice(page=self.login_page_url(), authorize_url=self.pending_authorize_url,
+                            headless=no_browser_here(self.environ))
 
-    def health(self) -> dict[str, Any]:
-        """The /-/health body (no secret in it); see `tokens.health`."""
+    def health(self) -> dict[str, Any]:  # the /-/health body (no secret in it)
         return health_body(self)
 
     # ----- the cache file ------------------------------------------------------------------
@@ -336,19 +340,15 @@ class TokenService:
 
     async def start_login(self) -> str:
         """Begin (or join) a browser login; returns the authorize URL to send the browser to."""
-        if self.login_pending and self._login is not None:
-            return self._login.authorize_url
+        if (pending_url := self.pending_authorize_url) is not None:
+            return pending_url
         attempt = LoginAttempt(self.cfg)
         await attempt.start()
         self._login = attempt
         self._login_received = False
         self._login_task = asyncio.get_running_loop().create_task(self._finish_login(attempt))
         self.on_change()
-        announce = f"login needed: open this URL in a browser: {attempt.authorize_url}"
-        if log.isEnabledFor(logging.WARNING):
-            log.warning("%s", announce)
-        else:  # the URL is always shown, whatever --log-level says: it is how a login starts
-            print(f"qonic-proxy: {announce}", file=sys.stderr, flush=True)
+        announce_login(log, attempt.authorize_url, headless=no_browser_here(self.environ))
         if self.cfg.oauth.open_browser and self.open_browser is not None:
             open_browser_in_background(self.open_browser, attempt.authorize_url)
         return attempt.authorize_url

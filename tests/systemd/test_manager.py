@@ -91,13 +91,17 @@ def install_system_unit(m: Machine) -> None:
 
 def first_login(m: Machine, reverse_port: int, user: str | None = None,
                 env: dict[str, str] | None = None) -> None:
-    """The daemon's own pending login, finished by the scripted browser via /-/login.
-
-    (When `qonic-proxy login --paste` exists, this is where it goes instead.)
-    """
-    m.run("/opt/qonic-proxy/bin/python", "/opt/qp-test/browser.py",
-          f"http://127.0.0.1:{reverse_port}/-/login", user=user,
-          env={**(env or {}), "SANDBOX_CA": SANDBOX_CA}, timeout=60)
+    """The daemon's own pending login, finished with `qonic-proxy login --paste` (root for the
+    system unit): a browser "elsewhere" stops at the callback and its address is pasted."""
+    config = "" if user else " --config /etc/qonic-proxy/config.toml"
+    script = (
+        f"url=$(curl -s -o /dev/null -w '%{{redirect_url}}' http://127.0.0.1:{reverse_port}/-/login)"
+        " && address=$(BROWSER_STOP_AT_CALLBACK=1 /opt/qonic-proxy/bin/python"
+        " /opt/qp-test/browser.py \"$url\") && test -n \"$address\""
+        f" && echo \"$address\" | /opt/qonic-proxy/bin/qonic-proxy login --paste{config}")
+    result = m.run("sh", "-c", script, user=user,
+                   env={**(env or {}), "SANDBOX_CA": SANDBOX_CA}, timeout=60)
+    assert "Logged in to Qonic" in result.stdout, result.stderr
 
 
 def health(m: Machine, port: int) -> dict[str, object]:
@@ -121,8 +125,10 @@ def test_system_unit_start_login_api_credential_and_state(machine: Machine) -> N
     # Type=notify: start returns only after READY=1, which comes with the listeners up.
     props = m.show(UNIT, "ActiveState", "SubState", "MainPID", "StatusText", "NRestarts")
     assert props["ActiveState"] == "active", props
-    assert props["StatusText"].startswith("waiting for login: Log in to Qonic: open "
-                                          "http://127.0.0.1:8080/-/login"), props
+    # no DISPLAY or BROWSER in a service: any browser, then paste the address it ends on
+    assert props["StatusText"].startswith("waiting for login: Log in to Qonic: "), props
+    assert "`qonic-proxy login --paste`" in props["StatusText"], props
+    assert props["StatusText"].endswith("paste the address it ends on."), props
     assert health(m, SYSTEM_PORTS[0])["status"] == "login_required"
     started_at["pid"] = float(props["MainPID"])
 
