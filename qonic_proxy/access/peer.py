@@ -17,6 +17,7 @@ import os
 import socket
 import struct
 import sys
+import threading
 
 PROC_TCP = "/proc/net/tcp"
 PROC_TCP6 = "/proc/net/tcp6"
@@ -91,6 +92,28 @@ def _packed(host: str) -> tuple[int, bytes]:
     return socket.AF_INET6, addr.packed
 
 
+_NETLINK_LOCK = threading.Lock()
+_netlink: list[socket.socket] = []  # one socket, opened on first use and kept
+
+
+def _ask(request: bytes) -> bytes:
+    """One request and its reply on the kept netlink socket (a new one after any error)."""
+    if not _netlink:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                             NETLINK_INET_DIAG)
+        sock.settimeout(1.0)
+        _netlink.append(sock)
+    sock = _netlink[0]
+    try:
+        sock.sendto(request, (0, 0))
+        return sock.recv(8192)
+    except OSError:
+        _netlink.clear()
+        with contextlib.suppress(OSError):
+            sock.close()
+        raise
+
+
 def _sock_diag(theirs: Address, ours: Address) -> int | None:
     """The uid of the socket whose local end is `theirs` and remote end `ours`, via sock_diag.
 
@@ -102,12 +125,8 @@ def _sock_diag(theirs: Address, ours: Address) -> int | None:
                             family, socket.IPPROTO_TCP, 0, 0, ALL_STATES,
                             socket.htons(theirs[1]), socket.htons(ours[1]), src, dst, 0,
                             NOCOOKIE, NOCOOKIE)
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                         NETLINK_INET_DIAG)
-    with contextlib.closing(sock):
-        sock.settimeout(1.0)
-        sock.sendto(request, (0, 0))
-        reply = sock.recv(8192)
+    with _NETLINK_LOCK:
+        reply = _ask(request)
     length, kind = struct.unpack_from("=IH", reply)
     if kind == NLMSG_ERROR:
         (code,) = struct.unpack_from("=i", reply, 16)

@@ -8,6 +8,7 @@ here: the client key stays the guard there, as without access control.
 
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 import time
@@ -19,6 +20,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOG_EVERY = 60.0  # seconds: a refused account is logged at most once a minute
 
 
+@functools.lru_cache(maxsize=1024)
 def account_name(uid: int) -> str:
     """The login name of `uid`, or the number when it has none."""
     try:
