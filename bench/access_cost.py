@@ -87,7 +87,7 @@ async def drive(mitm: master.Master, port: int, flows: int,
 
 
 async def daemon_run(workdir: Path, flows: int, pairs: list[tuple[socket.socket, socket.socket]],
-                     *, access: bool, new_connection: bool) -> float:
+                     *, access: bool, new_connection: bool, audit: bool = True) -> float:
     from qonic_proxy.config.loader import load_config
     from qonic_proxy.oauth.tokenset import TokenSet
     from qonic_proxy.proxy.daemon import Daemon
@@ -112,6 +112,7 @@ async def daemon_run(workdir: Path, flows: int, pairs: list[tuple[socket.socket,
     try:
         if not access:
             daemon.addon.peer_check = None
+        if not access or not audit:
             daemon.addon.audit = None
         assert daemon._master is not None
         await drive(daemon._master, daemon.listeners.reverse_port, 200, pairs,
@@ -173,15 +174,21 @@ def main() -> int:
         try:
             configure_logging("info", "text")
             for case, new in (("new_connection", True), ("keep_alive", False)):
-                off, on = [], []
+                off, on, no_audit = [], [], []
                 for i in range(args.rounds):
+                    no_audit.append(asyncio.run(daemon_run(
+                        Path(tmp) / f"{case}-noaudit-{i}", args.flows, pairs, access=True,
+                        new_connection=new, audit=False)))
                     off.append(asyncio.run(daemon_run(Path(tmp) / f"{case}-off-{i}", args.flows,
                                                       pairs, access=False, new_connection=new)))
                     on.append(asyncio.run(daemon_run(Path(tmp) / f"{case}-on-{i}", args.flows,
                                                      pairs, access=True, new_connection=new)))
                 result[f"{case}_off_us"] = min(off) * 1e6
                 result[f"{case}_on_us"] = min(on) * 1e6
-                result[f"{case}_ratio"] = min(on) / min(off)
+                result[f"{case}_on_without_audit_us"] = min(no_audit) * 1e6
+                result[f"{case}_added_us"] = (min(on) - min(off)) * 1e6
+                result[f"{case}_added_without_audit_us"] = (min(no_audit) - min(off)) * 1e6
+                result[f"{case}_hook_ratio"] = min(on) / min(off)
         finally:
             sys.stderr = real_stderr
             log_file.close()
