@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import ipaddress
 import os
 import socket
@@ -61,11 +62,32 @@ def is_loopback(host: str) -> bool:
     return addr.is_loopback
 
 
+@functools.lru_cache(maxsize=1)
+def unmapped_uid() -> int | None:
+    """The uid the kernel shows for accounts outside our user namespace, or None in the initial
+    one (then every uid is real, 65534 included).
+
+    Inside a user namespace (systemd's PrivateUsers=, a rootless container) every account not
+    mapped into it, root included, appears as this one uid: it names no account, so a peer
+    carrying it is unidentified, not "nobody".
+    """
+    try:
+        with open("/proc/self/uid_map", encoding="ascii") as mapping:
+            ranges = [line.split() for line in mapping]
+        with open("/proc/sys/kernel/overflowuid", encoding="ascii") as overflow:
+            overflow_uid = int(overflow.read())
+    except (OSError, ValueError):
+        return None
+    if ranges == [["0", "0", "4294967295"]]:
+        return None
+    return overflow_uid
+
+
 def peer_uid(ours: Address, theirs: Address) -> int | None:
     """The uid owning the peer socket of our connection `ours` ⇄ `theirs`, or None.
 
-    None: not Linux, not a loopback peer (the kernel knows nothing of remote accounts), or no
-    matching socket (the peer already left).
+    None: not Linux, not a loopback peer (the kernel knows nothing of remote accounts), no
+    matching socket (the peer already left), or an account outside our user namespace.
     """
     if not sys.platform.startswith("linux") or not is_loopback(theirs[0]):
         return None
@@ -77,10 +99,11 @@ def peer_uid(ours: Address, theirs: Address) -> int | None:
     if table != table_ours:
         return None
     try:
-        return _sock_diag(theirs, ours)
+        uid = _sock_diag(theirs, ours)
     except (OSError, ValueError, struct.error):
-        pass  # no netlink here (a sandbox, another kernel): read the table instead
-    return _scan(table, f" {their_entry} {our_entry} ")
+        # no netlink here (a sandbox, another kernel): read the table instead
+        uid = _scan(table, f" {their_entry} {our_entry} ")
+    return None if uid is None or uid == unmapped_uid() else uid
 
 
 def _packed(host: str) -> tuple[int, bytes]:

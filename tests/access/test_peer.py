@@ -94,3 +94,20 @@ def test_another_account_is_told_apart(lookup: str, monkeypatch: pytest.MonkeyPa
         child.stdin.close()
         child.wait(10)
         server.close()
+
+
+def test_the_overflow_uid_of_a_user_namespace_is_unidentified(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under PrivateUsers= every unmapped account (root too) shows as 65534: no one."""
+    monkeypatch.setattr(peer, "_sock_diag", lambda *_: 65534)
+    monkeypatch.setattr(peer, "unmapped_uid", lambda: 65534)
+    assert peer.peer_uid(("127.0.0.1", 8080), ("127.0.0.1", 40000)) is None
+    monkeypatch.setattr(peer, "unmapped_uid", lambda: None)  # the initial namespace: real nobody
+    assert peer.peer_uid(("127.0.0.1", 8080), ("127.0.0.1", 40000)) == 65534
+
+
+def test_the_initial_user_namespace_has_no_unmapped_uid() -> None:
+    with open("/proc/self/uid_map") as mapping:
+        initial = mapping.read().split() == ["0", "0", "4294967295"]
+    peer.unmapped_uid.cache_clear()
+    assert (peer.unmapped_uid() is None) == initial
