@@ -40,7 +40,7 @@ from mitmproxy.proxy.layers.http import (  # noqa: E402
 )
 from mitmproxy.proxy.server_hooks import ClientConnectedHook  # noqa: E402
 
-from bench.addon_cost import UPSTREAM, _flow  # noqa: E402
+from bench.addon_cost import _flow, started_daemon  # noqa: E402
 
 HOOKS = (HttpRequestHeadersHook, HttpRequestHook, HttpResponseHeadersHook, HttpResponseHook)
 POOL = 200  # real loopback connections whose addresses the synthetic flows carry
@@ -88,27 +88,8 @@ async def drive(mitm: master.Master, port: int, flows: int,
 
 async def daemon_run(workdir: Path, flows: int, pairs: list[tuple[socket.socket, socket.socket]],
                      *, access: bool, new_connection: bool, audit: bool = True) -> float:
-    from qonic_proxy.config.loader import load_config
-    from qonic_proxy.oauth.tokenset import TokenSet
-    from qonic_proxy.proxy.daemon import Daemon
-    from qonic_proxy.tokens.store import TokenStore, cache_key
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    config = workdir / "config.toml"
-    config.write_text(
-        f'[qonic]\napi_url = "{UPSTREAM}"\n'
-        '[oauth]\nclient_id = "bench"\nopen_browser = false\n'
-        'redirect_uri = "http://127.0.0.1:9/callback"\n'
-        f'[proxy]\nport = 0\nca_dir = "{workdir / "ca"}"\n'
-        f'[token]\ncache_file = "{workdir / "state" / "token.json"}"\n'
-        f'[access]\nusers = [4242]\nread_only = [4243]\naudit_log = "{workdir / "audit.jsonl"}"\n')
-    cfg = load_config(config, env={})
-    now = time.time()
-    TokenStore(cfg.token.cache_file, cache_key(cfg)).save(TokenSet(
-        access_token="bench-" + "x" * 40, refresh_token=None, expires_at=now + 3600,
-        scopes=cfg.oauth.scopes, token_type="Bearer", obtained_at=now))  # noqa: S106
-    daemon = Daemon(cfg, open_browser=None, announce_ready=lambda line: None)
-    await daemon.start()
+    daemon = await started_daemon(workdir, (
+        f'[access]\nusers = [4242]\nread_only = [4243]\naudit_log = "{workdir / "audit.jsonl"}"\n'))
     try:
         if not access:
             daemon.addon.peer_check = None

@@ -39,7 +39,7 @@ def audit_record(flow: http.HTTPFlow, status: int, peer: Peer, *, keyed: bool,
         key_id="client_key" if keyed and peer.uid is None else None,
         listener=listener_name(flow), method=flow.request.method,
         path=flow.request.path.split("?", 1)[0], status=status,
-        bytes_up=request_size(flow.request),
+        bytes_up=body_size(flow.request),
         bytes_down=body_size(response) if response is not None else 0,
         duration_ms=(time.monotonic() - started) * 1000 if started is not None else 0.0,
         reason=None if mark == "token" else mark)
@@ -47,15 +47,6 @@ def audit_record(flow: http.HTTPFlow, status: int, peer: Peer, *, keyed: bool,
 
 def listener_name(flow: http.HTTPFlow) -> str:
     return "reverse" if isinstance(flow.client_conn.proxy_mode, ReverseMode) else "forward"
-
-
-def request_size(request: http.Request) -> int | None:
-    if request.raw_content is not None:
-        return len(request.raw_content)
-    try:
-        return int(request.headers["content-length"])
-    except (KeyError, ValueError):
-        return None
 
 
 def upstream_answered(flow: http.HTTPFlow, metrics: Metrics) -> None:
@@ -91,11 +82,12 @@ def observe(flow: http.HTTPFlow, status: int, metrics: Metrics) -> bool:
     return started is not None
 
 
-def body_size(response: http.Response) -> int | None:
-    if response.raw_content is not None:
-        return len(response.raw_content)
+def body_size(message: http.Message) -> int | None:
+    """The body's size: read, else as declared; None for a streamed body of unknown length."""
+    if message.raw_content is not None:
+        return len(message.raw_content)
     try:
-        return int(response.headers["content-length"])
+        return int(message.headers["content-length"])
     except (KeyError, ValueError):
         return None
 

@@ -81,13 +81,16 @@ def test_another_account_gets_a_403_naming_it_and_the_setting(
     assert rig.metrics.rejected.get("peer_not_allowed") == 1
 
 
-def test_another_accounts_connect_is_refused(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(key_check, "peer_uid", lambda *a: STRANGER)
+@pytest.mark.parametrize(("uid", "status"), [(STRANGER, 403), (READER, None)])
+def test_connect_is_refused_to_other_accounts_and_opens_for_read_only_ones(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch, uid: int, status: int | None) -> None:
+    """A read-only account's tunnel opens: each request inside it is checked."""
+    monkeypatch.setattr(key_check, "peer_uid", lambda *a: uid)
     addon = make_addon(rig)
     flow = api_flow(b"CONNECT")
     addon.client_connected(flow.client_conn)
     addon.http_connect(flow)
-    assert flow.response is not None and flow.response.status_code == 403
+    assert (flow.response.status_code if flow.response else None) == status
 
 
 @pytest.mark.parametrize(("method", "refused"), [(b"GET", False), (b"HEAD", False),
@@ -107,15 +110,6 @@ def test_read_only_accounts_may_only_read(rig: Rig, monkeypatch: pytest.MonkeyPa
         assert "authorization" not in flow.request.headers
     else:
         assert flow.response is None and "authorization" in flow.request.headers
-
-
-def test_a_read_only_connect_opens_its_tunnel(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(key_check, "peer_uid", lambda *a: READER)
-    addon = make_addon(rig)
-    flow = api_flow(b"CONNECT")
-    addon.client_connected(flow.client_conn)
-    addon.http_connect(flow)
-    assert flow.response is None
 
 
 def test_an_unidentified_peer_is_left_to_the_client_key(
