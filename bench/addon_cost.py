@@ -76,7 +76,8 @@ async def bare_cost(flows: int) -> float:
         mitm._legacy_log_events.uninstall()
 
 
-async def daemon_cost(flows: int, workdir: Path) -> float:
+async def started_daemon(workdir: Path, extra_toml: str = "") -> Any:
+    """The real Daemon, started in this loop on port 0 with a cached token; stop it after use."""
     from qonic_proxy.config.loader import load_config
     from qonic_proxy.oauth.tokenset import TokenSet
     from qonic_proxy.proxy.daemon import Daemon
@@ -89,7 +90,7 @@ async def daemon_cost(flows: int, workdir: Path) -> float:
         '[oauth]\nclient_id = "bench"\nopen_browser = false\n'
         'redirect_uri = "http://127.0.0.1:9/callback"\n'
         f'[proxy]\nport = 0\nca_dir = "{workdir / "ca"}"\n'
-        f'[token]\ncache_file = "{workdir / "state" / "token.json"}"\n')
+        f'[token]\ncache_file = "{workdir / "state" / "token.json"}"\n' + extra_toml)
     cfg = load_config(config, env={})
     now = time.time()
     TokenStore(cfg.token.cache_file, cache_key(cfg)).save(TokenSet(
@@ -97,6 +98,11 @@ async def daemon_cost(flows: int, workdir: Path) -> float:
         scopes=cfg.oauth.scopes, token_type="Bearer", obtained_at=now))  # noqa: S106
     daemon = Daemon(cfg, open_browser=None, announce_ready=lambda line: None)
     await daemon.start()
+    return daemon
+
+
+async def daemon_cost(flows: int, workdir: Path) -> float:
+    daemon = await started_daemon(workdir)
     try:
         assert daemon._master is not None
         return await _drive(daemon._master, daemon.listeners.reverse_port, flows)

@@ -10,6 +10,8 @@ Tweaks:
                  formatting of the record, a call_soon_threadsafe (a self-pipe write) and a
                  dispatch to every addon, for each access-log line.
   no-streaming   buffer every body (no stream_large_bodies), to show what streaming saves.
+  no-access      access control off (no peer identification, policy or audit log): the baseline
+                 that `[access]`'s cost is measured against (bench/access_cost.py in-process).
 (The `one-addon` tweak measured in bench/README.md was adopted: the product has one addon.)
 """
 
@@ -37,7 +39,19 @@ def no_streaming() -> None:
     assembly.STREAM_THRESHOLD = None  # type: ignore[assignment]
 
 
-TWEAKS = {"no-legacy-log": no_legacy_log, "no-streaming": no_streaming}
+def no_access() -> None:
+    from qonic_proxy.proxy import addon
+
+    original = addon.QonicAddon.__init__
+
+    def init(self: addon.QonicAddon, *args: Any, **kwargs: Any) -> None:
+        kwargs.update(access=None, audit=None)
+        original(self, *args, **kwargs)
+
+    addon.QonicAddon.__init__ = init  # type: ignore[method-assign]
+
+
+TWEAKS = {"no-legacy-log": no_legacy_log, "no-streaming": no_streaming, "no-access": no_access}
 
 
 def main() -> int:

@@ -17,6 +17,7 @@ from typing import Any
 import platformdirs
 
 from qonic_proxy.config import sections
+from qonic_proxy.config.access import access_settings
 from qonic_proxy.config.fields import Section, missing, shown
 from qonic_proxy.config.model import APP_NAME, ENV_CONFIG, SYSTEM_CONFIG_FILE, Config
 from qonic_proxy.config.schema import check_unknown
@@ -138,4 +139,5 @@ def parse_config(
         oauth=sections.oauth_settings(section("oauth"), env, path),
         proxy=sections.proxy_settings(section("proxy")),
         token=sections.token_settings(section("token")),
+        access=access_settings(section("access")),
     )

@@ -52,9 +52,19 @@ class TokenSettings:
 
 
 @dataclass(frozen=True)
+class AccessSettings:
+    """[access]: local accounts (uids) besides our own and root, read-only ones, the audit log."""
+
+    users: tuple[int, ...] = ()
+    read_only: tuple[int, ...] = ()
+    audit_log: Path | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None
     qonic: QonicSettings
     oauth: OAuthSettings
     proxy: ProxySettings
     token: TokenSettings
+    access: AccessSettings = field(default_factory=AccessSettings)

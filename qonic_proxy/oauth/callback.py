@@ -18,6 +18,7 @@ from typing import Any
 
 import h11
 
+from qonic_proxy.access.policy import Policy, connection_allowed
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import LoginError
 from qonic_proxy.oauth import pages, pkce
@@ -41,6 +42,7 @@ READ_TIMEOUT = 10.0  # per connection: a silent socket (browser preconnect) must
 MAX_CONNECTIONS = 32
 WINNER_PAGE_TIMEOUT = 120.0  # how long the winning tab waits for the exchange's result
 _READ_CHUNK = 64 * 1024
+_REFUSED = Policy()  # remembers when a refused account was last logged (once a minute each)
 
 
 def _listen_at(cfg: Config) -> LoopbackRedirect:
@@ -221,6 +223,15 @@ class LoginAttempt:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        allowed, peer = connection_allowed(writer.get_extra_info("sockname"),
+                                           writer.get_extra_info("peername"),
+                                           self._cfg.access.users)
+        if not allowed:  # another account: refused before its head is read, holding no slot
+            if _REFUSED.should_log(peer):
+                log.warning("login callback: refused a connection from the local account %s "
+                            "([access] users)", peer.describe())
+            writer.transport.abort()
+            return
         if len(self._tasks) >= MAX_CONNECTIONS:
             writer.transport.abort()
             return

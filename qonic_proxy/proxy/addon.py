@@ -15,9 +15,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mitmproxy import http
+from mitmproxy import connection, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
+from qonic_proxy.access.audit import AuditLog
+from qonic_proxy.access.policy import Policy, read_only_message, refused_message
 from qonic_proxy.hosts import Origin
 from qonic_proxy.metrics import Metrics
 from qonic_proxy.proxy import access_log, mitm_patches, replay, routing
@@ -25,13 +27,15 @@ from qonic_proxy.proxy.endpoints import Endpoints
 from qonic_proxy.proxy.flow_state import flow_state
 from qonic_proxy.proxy.guard import Guard, strip_cors
 from qonic_proxy.proxy.inject import add_token
-from qonic_proxy.proxy.key_check import Credentials, KeyCheck
+from qonic_proxy.proxy.key_check import Credentials, KeyCheck, PeerCheck
 from qonic_proxy.proxy.listeners import ListenerInfo
 from qonic_proxy.proxy.responses import (
     Refusal,
     answer_locally,
     internal_error,
     key_required,
+    peer_refused,
+    read_only_refused,
     refuse,
     short_path,
 )
@@ -57,6 +61,9 @@ class QonicAddon:
         key: str | None = None,
         status_extra: Callable[[], dict[str, Any]] = dict,
         on_running: Callable[[], None] = lambda: None,
+        access: Policy | None = None,
+        audit: AuditLog | None = None,
+        config_path: object = None,
     ) -> None:
         self.api_origin = api_origin
         self.tokens = tokens
@@ -67,12 +74,20 @@ class QonicAddon:
         self.key_check = KeyCheck(key) if key is not None else None
         self.endpoints = Endpoints(tokens, metrics, status_extra)
         self.on_running = on_running
+        self.peer_check = PeerCheck(access) if access is not None else None
+        self.audit = audit
+        self.config_path = config_path
         self.inflight = 0  # requests between their headers and their end: SIGTERM waits for them
 
     # ----- hooks ---------------------------------------------------------------------------
     def running(self) -> None:
         """mitmproxy has set up every listener (or failed to): the daemon may check them."""
         self.on_running()
+
+    def client_connected(self, client: connection.Client) -> None:
+        """Who opened this connection: looked up once, before any of its requests."""
+        if self.peer_check is not None:
+            self.peer_check.connected(client)
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         flow_state(flow).started = time.monotonic()
@@ -99,6 +114,13 @@ class QonicAddon:
         An exception here would make mitmproxy log it and open the tunnel anyway, so any error
         refuses the CONNECT instead.
         """
+        try:
+            if self._refused_peer(flow, connect=True):
+                return
+        except Exception:
+            log.exception("internal error while checking the account of a CONNECT")
+            flow.response = internal_error()
+            return
         if self.key_check is None:
             return
         try:
@@ -133,6 +155,8 @@ class QonicAddon:
     async def _decide(self, flow: http.HTTPFlow) -> None:
         request = flow.request
         credentials = Credentials.take(request)
+        if self._refused_peer(flow):
+            return None
         addressed = routing.addressed_to_us(flow, self.guard, self.listeners)
         refusal = self.guard.refusal(request, addressed)
         if refusal is not None:
@@ -149,12 +173,50 @@ class QonicAddon:
         if destination is routing.Route.ENDPOINT:
             return answer_locally(flow, await self.endpoints.answer(request), self.metrics)
         if destination is routing.Route.API:
+            access_log.mark_token_path(flow)
             no_token = await add_token(flow, self.tokens, self.api_origin)
             if no_token is not None:
                 answer, reason = no_token
                 answer_locally(flow, answer, self.metrics, reason=reason)
         return None
 
+    def _refused_peer(self, flow: http.HTTPFlow, *, connect: bool = False) -> bool:
+        """[access]: refuse (403 JSON, counted, logged once a minute) an account not admitted,
+        or a read-only account's write; True when refused. A CONNECT only opens a tunnel: the
+        requests inside an intercepted API tunnel are checked one by one."""
+        if self.peer_check is None:
+            return False
+        peer = self.peer_check.peer(flow.client_conn)
+        policy = self.peer_check.policy
+        method = flow.request.method
+        if not policy.allows(peer):
+            refusal = peer_refused(refused_message(peer, self.config_path))
+        elif not connect and not policy.may(peer, method):
+            refusal = read_only_refused(read_only_message(peer, method))
+        else:
+            return False
+        if policy.should_log(peer):
+            log.warning("refused %s %s from the local account %s: %s (logged once a minute per "
+                        "account)", method, short_path(flow.request), peer.describe(),
+                        refusal.error)
+        access_log.mark_refused(flow, refusal.error)
+        if connect:
+            self.metrics.rejected.inc(refusal.error)
+            flow.response = refusal.response()
+            self._audit(flow, 403)
+        else:
+            answer_locally(flow, refusal.response(), self.metrics, reason=refusal.error)
+        return True
+
+    def _audit(self, flow: http.HTTPFlow, status: int) -> None:
+        if self.audit is None or self.peer_check is None:
+            return
+        record = access_log.audit_record(flow, status, self.peer_check.peer(flow.client_conn),
+                                         keyed=self.key_check is not None)
+        if record is not None:
+            self.audit.write(record)
+
     def _observe(self, flow: http.HTTPFlow, status: int) -> None:
+        self._audit(flow, status)
         if access_log.observe(flow, status, self.metrics):
             self.inflight -= 1

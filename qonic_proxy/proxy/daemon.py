@@ -19,6 +19,8 @@ from typing import Any
 from mitmproxy import master
 from mitmproxy.addons import proxyserver
 
+from qonic_proxy.access.audit import AuditLog
+from qonic_proxy.access.policy import Policy
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import QonicProxyError
 from qonic_proxy.hosts import Origin, is_loopback_host
@@ -73,6 +75,7 @@ class Daemon:
         self._run_task: asyncio.Task[None] | None = None
         self._background: list[asyncio.Task[Any]] = []
         self.started_at = time.monotonic()
+        self.audit: AuditLog | None = None
 
     # ----- start ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -85,12 +88,17 @@ class Daemon:
             log.warning("LISTENING ON %s, NOT LOOPBACK: other machines can reach this proxy; "
                         "each request must carry the client key", self.cfg.proxy.listen_host)
         roots = trust_roots(self.cfg.qonic.ca_file)  # mitmproxy and the 401 replay alike
+        if self.cfg.access.audit_log is not None:
+            self.audit = AuditLog(self.cfg.access.audit_log)
+        access = Policy(users=frozenset(self.cfg.access.users),
+                        read_only=frozenset(self.cfg.access.read_only))
         guard = Guard(allowed_hosts=frozenset(self.cfg.proxy.allowed_hosts),
                       listeners=self.listeners)
         self.addon = QonicAddon(
             api_origin=self.api_origin, tokens=self.tokens, metrics=self.metrics,
             guard=guard, listeners=self.listeners, status_extra=self._listener_status,
             upstream_tls=ssl_context(roots), key=key, on_running=self.readiness.set,
+            access=access, audit=self.audit, config_path=self.cfg.path,
         )
         self._master = build_master(self.cfg, self.addon, roots)
         self._run_task = asyncio.get_running_loop().create_task(self._master.run())
@@ -209,6 +217,11 @@ class Daemon:
 
     def _reload(self) -> None:
         log.info("SIGHUP: re-reading the token cache")
+        if self.audit is not None:
+            try:
+                self.audit.reopen()
+            except QonicProxyError as err:
+                log.error("%s", err)
         try:
             if not self.tokens.load_from_store():
                 log.warning("no usable token in %s", self.store.path)
@@ -241,6 +254,8 @@ class Daemon:
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.tokens.close()
         await self._warn_unsaved()
+        if self.audit is not None:
+            self.audit.close()
         self._master.shutdown()  # type: ignore[no-untyped-call]
         if self._run_task is not None:
             with contextlib.suppress(Exception):

@@ -1,4 +1,7 @@
-"""Checking the client key on our listeners (the key itself: client_key).
+"""Who may use our listeners: the peer's local account ([access]) and the client key.
+
+The peer is identified once per client connection, in `client_connected`, before any request;
+the result lives in a weak dictionary keyed by the connection, like the keyed CONNECT tunnels.
 
 A CONNECT tunnel that presented the key stays keyed for its lifetime: the set of such client
 connections is weak, so an entry dies with its connection and nothing is cleaned on disconnect.
@@ -13,6 +16,8 @@ from dataclasses import dataclass, field
 from mitmproxy import connection, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
+from qonic_proxy.access.peer import peer_uid
+from qonic_proxy.access.policy import Peer, Policy
 from qonic_proxy.proxy import client_key
 
 log = logging.getLogger("qonic_proxy.proxy")
@@ -63,3 +68,31 @@ class KeyCheck:
         if flow.client_conn in self.keyed:
             return True  # inside a CONNECT tunnel that presented it
         return client_key.matches(self.key, proxy_key(credentials.proxy_authorization))
+
+
+UNIDENTIFIED = Peer(None)
+
+
+@dataclass
+class PeerCheck:
+    """The account behind each client connection, judged by the [access] policy."""
+
+    policy: Policy
+    peers: weakref.WeakKeyDictionary[connection.Client, Peer] = field(
+        default_factory=weakref.WeakKeyDictionary)
+
+    def connected(self, client: connection.Client) -> None:
+        """Identify the peer of a new connection (one socket-table lookup, never per request)."""
+        try:
+            uid = peer_uid(client.sockname[:2], client.peername[:2])
+        except Exception:  # an address we cannot read: treat the peer as unidentified
+            log.exception("could not identify the peer of a connection")
+            uid = None
+        self.peers[client] = UNIDENTIFIED if uid is None else Peer(uid)
+
+    def peer(self, client: connection.Client) -> Peer:
+        found = self.peers.get(client)
+        if found is None:  # connected before we were loaded (never in practice): look now
+            self.connected(client)
+            found = self.peers[client]
+        return found

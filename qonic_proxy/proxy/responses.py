@@ -80,6 +80,15 @@ def key_required(status: int) -> http.Response:
     }, {challenge: 'Basic realm="qonic-proxy"'})
 
 
+def peer_refused(message: str) -> Refusal:
+    """403 for an account [access] does not admit, or a read-only account's write."""
+    return Refusal(403, "peer_not_allowed", message)
+
+
+def read_only_refused(message: str) -> Refusal:
+    return Refusal(403, "read_only", message)
+
+
 def short_path(request: http.Request, limit: int = 200) -> str:
     """The path without its query (queries can carry secrets), cut for a log line."""
     return request.path.split("?", 1)[0][:limit]

@@ -1,0 +1,99 @@
+"""The [access] rules as a ready value: who may use the proxy, who may only read.
+
+By default only the daemon's own account and root may use it; `[access] users` adds accounts,
+and `[access] read_only` accounts may use it too, limited to GET, HEAD and OPTIONS. A peer that
+cannot be identified (another OS, a non-loopback address, no matching socket) is not judged
+here: the client key stays the guard there, as without access control.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pwd
+import time
+from dataclasses import dataclass, field
+
+from qonic_proxy.access.peer import peer_uid
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+LOG_EVERY = 60.0  # seconds: a refused account is logged at most once a minute
+
+
+@functools.lru_cache(maxsize=1024)
+def account_name(uid: int) -> str:
+    """The login name of `uid`, or the number when it has none."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, OverflowError):
+        return str(uid)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """The local account on the other end of a connection (uid None: not identified)."""
+
+    uid: int | None
+
+    @property
+    def name(self) -> str:
+        return "unidentified" if self.uid is None else account_name(self.uid)
+
+    def describe(self) -> str:
+        return self.name if self.uid is None else f"{self.name} (uid {self.uid})"
+
+
+@dataclass
+class Policy:
+    """Allowed and read-only uids, plus the once-a-minute memory of refused accounts."""
+
+    users: frozenset[int] = frozenset()
+    read_only: frozenset[int] = frozenset()
+    owner: int = field(default_factory=os.geteuid)
+    _logged: dict[int, float] = field(default_factory=dict, repr=False)
+
+    def allows(self, peer: Peer) -> bool:
+        """False only for an identified account that is not ours, root, or listed."""
+        if peer.uid is None:
+            return True
+        return peer.uid in (self.owner, 0) or peer.uid in self.users or peer.uid in self.read_only
+
+    def may(self, peer: Peer, method: str) -> bool:
+        """Whether `peer` may send `method` (read-only accounts: GET, HEAD, OPTIONS)."""
+        return peer.uid not in self.read_only or method.upper() in SAFE_METHODS
+
+    def should_log(self, peer: Peer, now: float | None = None) -> bool:
+        """True at most once per account per LOG_EVERY seconds."""
+        now = time.monotonic() if now is None else now
+        key = -1 if peer.uid is None else peer.uid
+        last = self._logged.get(key)
+        if last is not None and now - last < LOG_EVERY:
+            return False
+        if len(self._logged) > 4096:
+            self._logged.clear()
+        self._logged[key] = now
+        return True
+
+
+def refused_message(peer: Peer, config_path: object) -> str:
+    where = f" in {config_path}" if config_path else ""
+    return (f"qonic-proxy serves only its own account; the local account {peer.describe()} is "
+            f"not allowed: add {peer.name!r} to [access] users{where} to let it use the proxy.")
+
+
+def read_only_message(peer: Peer, method: str) -> str:
+    return (f"the local account {peer.describe()} is read-only here ([access] read_only): "
+            f"{method[:20]} is refused, only GET, HEAD and OPTIONS are allowed.")
+
+
+def connection_allowed(sockname: object, peername: object, users: tuple[int, ...] = (),
+                       ) -> tuple[bool, Peer]:
+    """For a plain socket server (the login callback): may this connection's account use us?
+
+    Read-only accounts may not: finishing a login is not reading.
+    """
+    uid = None
+    if isinstance(sockname, tuple) and isinstance(peername, tuple):
+        uid = peer_uid(sockname[:2], peername[:2])
+    peer = Peer(uid)
+    return Policy(users=frozenset(users)).allows(peer), peer
