@@ -12,7 +12,6 @@ import os
 import queue
 import shlex
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qonic_proxy.ports import free_port
 from qonic_proxy.sandbox.app import Sandbox
 from qonic_proxy.sandbox.certs import make_server_tls, server_ssl_context
 from qonic_proxy.sandbox.settings import SandboxSettings
@@ -34,10 +34,6 @@ BROWSER_SCRIPT = TESTS / "browser.py"
 SCOPES = ["projects:read", "models:read", "models:write"]
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from qonic_proxy.tokens.service import TokenService
 
 
-def _rounded(value: float | None) -> int | None:
+def rounded(value: float | None) -> int | None:
+    """Whole seconds for people and JSON (None stays None)."""
     return None if value is None else int(value)
 
 
@@ -26,7 +27,7 @@ def health_body(service: TokenService) -> dict[str, Any]:
     body: dict[str, Any] = {
         "status": status,
         "logged_in": usable,
-        "expires_in": _rounded(service.seconds_until_expiry()),
+        "expires_in": rounded(service.seconds_until_expiry()),
         "scopes": list(tokens.scopes) if tokens else [],
         "refresh_token": bool(tokens and tokens.refresh_token),
         "login_in_progress": service.login_pending,

@@ -24,7 +24,7 @@ from qonic_proxy.oauth.client import refresh_tokens
 from qonic_proxy.oauth.login import open_browser_in_background
 from qonic_proxy.oauth.tokenset import TokenSet
 from qonic_proxy.tokens.advice import announce_login, login_advice, no_browser_here
-from qonic_proxy.tokens.health import health_body
+from qonic_proxy.tokens.health import health_body, rounded
 from qonic_proxy.tokens.outage import (
     Outage,
     RefreshResult,
@@ -284,7 +284,7 @@ class TokenService:
                 self._count("refreshes", "ok")
             log.info("%s; valid for %s s", "access token refreshed" if spent else
                      "using the token another qonic-proxy process refreshed",
-                     _rounded(self.seconds_until_expiry()))
+                     rounded(self.seconds_until_expiry()))
             return new.access_token
 
     def _refresh_failed(self, err: Exception, stale: str, *, force: bool) -> None:
@@ -374,7 +374,7 @@ class TokenService:
         if self._unsaved.tokens is not tokens:
             self._unsaved.saved()
         self._adopt(tokens)
-        log.info("logged in to Qonic; token valid for %s s", _rounded(self.seconds_until_expiry()))
+        log.info("logged in to Qonic; token valid for %s s", rounded(self.seconds_until_expiry()))
 
     async def _cancel_login(self, why: str) -> None:
         """Stop a pending login (it holds the callback port) that is no longer needed."""
@@ -395,6 +395,3 @@ class TokenService:
         if self.metrics is not None:
             getattr(self.metrics, series).inc(outcome)
 
-
-def _rounded(value: float | None) -> int | None:
-    return None if value is None else int(value)

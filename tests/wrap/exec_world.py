@@ -15,13 +15,13 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
+from qonic_proxy.ports import free_port
 from qonic_proxy.sandbox.app import Sandbox
 from tests.harness import Bystander
 
@@ -44,10 +44,6 @@ with opener.open(sys.argv[-1], timeout=30) as response:
 """
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 # ----- the world: sandbox, config, a logged-in token cache ------------------------------------

@@ -30,6 +30,7 @@ from typing import Any
 
 import certifi
 
+from qonic_proxy.ports import free_port
 from qonic_proxy.sandbox.app import Sandbox
 from qonic_proxy.sandbox.certs import make_server_tls, server_ssl_context
 from qonic_proxy.sandbox.settings import SandboxSettings
@@ -50,10 +51,6 @@ with opener.open(sys.argv[-1], timeout=30) as response:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def prepare_namespace(work: Path, public_ca: bytes) -> None:
@@ -221,7 +218,7 @@ def main(work: Path) -> None:
     public = make_server_tls(work / "public-api", hostnames=(API_HOST,), ips=())
     other = make_server_tls(work / "public-other", hostnames=(OTHER_HOST,), ips=())
     prepare_namespace(work, public.ca_file.read_bytes() + other.ca_file.read_bytes())
-    redirect_uri = f"http://127.0.0.1:{_free_port()}/callback"
+    redirect_uri = f"http://127.0.0.1:{free_port()}/callback"
     sandbox = Sandbox(SandboxSettings(host="127.0.0.1", tls=False, client_id=CLIENT_ID,
                                       client_secret=SECRET, redirect_uris=(redirect_uri,),
                                       auto_consent=True))
@@ -231,8 +228,8 @@ def main(work: Path) -> None:
     recorder.daemon_threads = True
     threading.Thread(target=recorder.serve_forever, kwargs={"poll_interval": 0.05},
                      daemon=True).start()
-    port = _free_port()
-    config = write_config(work, port, _free_port(), redirect_uri)
+    port = free_port()
+    config = write_config(work, port, free_port(), redirect_uri)
     browser = work / "browser.py"
     browser.write_text(BROWSER.format(python=sys.executable))
     browser.chmod(0o700)
