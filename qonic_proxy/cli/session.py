@@ -23,13 +23,12 @@ from qonic_proxy.errors import LoginError, QonicProxyError
 from qonic_proxy.hosts import connect_host
 from qonic_proxy.oauth.client import refresh_tokens
 from qonic_proxy.oauth.login import login, open_browser_in_background
+from qonic_proxy.oauth.paste import ADDRESS_HEADER, PASTE_HEADER, PASTE_PATH
 from qonic_proxy.oauth.tokenset import TokenSet
 from qonic_proxy.tokens.service import refresh_due_at
 from qonic_proxy.tokens.store import CacheWriteError, TokenStore, cache_key
 
 LOGIN_POLL = 0.25  # seconds between looks at the daemon while it waits for a login
-PASTE_HEADER = "X-Qonic-Proxy-Paste"  # no web page can send it without a (refused) preflight
-ADDRESS_HEADER = "X-Qonic-Proxy-Paste-Address"
 PASTE_PROMPT = "Paste the address the browser ended on, then press Enter:"
 
 
@@ -80,7 +79,7 @@ def post_pasted(cfg: Config, address: str) -> tuple[int, str]:
     connection = http.client.HTTPConnection(connect_host(cfg.proxy.listen_host), cfg.proxy.port,
                                             timeout=cfg.oauth.login_timeout + 30)
     try:
-        connection.request("POST", "/-/login/paste", body=body, headers=headers)
+        connection.request("POST", PASTE_PATH, body=body, headers=headers)
         response = connection.getresponse()
         answer = json.loads(response.read(65536) or b"{}")
     except (OSError, http.client.HTTPException, ValueError) as err:

@@ -17,6 +17,12 @@ from qonic_proxy.oauth.authorization_response import (
     parse_authorization_response,
 )
 
+# How `login --paste` hands an address to a running daemon (the CLI sends, the daemon checks).
+PASTE_PATH = "/-/login/paste"
+PASTE_HEADER = "X-Qonic-Proxy-Paste"  # no web page can send it without a (refused) preflight
+# The daemon answers /-/ paths at requestheaders, before any body is read: the CLI also sends
+# the address in this header, used when the body is not there (yet).
+ADDRESS_HEADER = "X-Qonic-Proxy-Paste-Address"
 MAX_PASTE = 8 * 1024  # an authorize redirect is a few hundred characters
 PASTE_AGAIN = "; paste the whole address from the browser's address bar"
 

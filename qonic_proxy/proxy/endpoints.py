@@ -15,15 +15,11 @@ from typing import Any
 from mitmproxy import http
 
 from qonic_proxy.metrics import Metrics
+from qonic_proxy.oauth.paste import ADDRESS_HEADER, PASTE_HEADER, PASTE_PATH
 from qonic_proxy.proxy.responses import json_response
 from qonic_proxy.tokens.paste_login import paste_into
 from qonic_proxy.tokens.service import TokenService
 
-PASTE_PATH = "/-/login/paste"
-PASTE_HEADER = "X-Qonic-Proxy-Paste"
-# Endpoints answer at requestheaders, before any body is read: the CLI also sends the address
-# in this header, used when the body is not there (yet).
-ADDRESS_HEADER = "X-Qonic-Proxy-Paste-Address"
 MAX_PASTE_BODY = 16 * 1024
 
 
