@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Check the systemd units (CI runs this; so can you):
 #   1. `systemd-analyze verify` prints nothing for either unit (any warning is a failure);
-#   2. `systemd-analyze security --offline=true` rates the system unit at 1.5 or lower.
+#   2. `systemd-analyze security --offline=true` rates the system unit at 1.5 or lower, both as
+#      shipped and with the shared-machine drop-in (shared-machine.conf) applied.
 #
 # Usage: systemd/check-units.sh [QONIC_PROXY_EXECUTABLE]
 #   QONIC_PROXY_EXECUTABLE: an installed `qonic-proxy` (e.g. .venv/bin/qonic-proxy);
@@ -21,6 +22,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 system_unit="$here/qonic-proxy.service"
 user_unit="$here/qonic-proxy-user.service"
+shared_dropin="$here/shared-machine.conf"
 max_exposure=1.5
 
 fail() { echo "check-units: $*" >&2; exit 1; }
@@ -66,6 +68,11 @@ rewrite() {
 }
 rewrite "$system_unit" /opt/qonic-proxy/bin/qonic-proxy "$work/system/qonic-proxy.service"
 rewrite "$user_unit" '%h/.local/bin/qonic-proxy' "$work/user/qonic-proxy-user.service"
+# The system unit with the shared-machine drop-in: a drop-in's assignments come after the
+# unit's own, which is what appending it to a copy of the unit gives (its [Service] header
+# included). A folder of its own, because the unit's file name must stay qonic-proxy.service.
+mkdir "$work/shared"
+cat "$work/system/qonic-proxy.service" "$shared_dropin" >"$work/shared/qonic-proxy.service"
 
 status=0
 # Environment for systemd-analyze, chosen so nothing from the caller can hide a warning:
@@ -101,23 +108,30 @@ verify qonic-proxy.service "$work/system" \
 verify qonic-proxy-user.service "$work/user" \
     --user verify --man=no --recursive-errors=no ./qonic-proxy-user.service
 
-# Security: the exit status enforces the threshold (15 = 1.5; the unit is tenths), and the
-# printed number is parsed and compared as well, so a changed output format fails loudly
-# instead of passing silently.
-sec_rc=0
-report=$(cd "$work/system" && analyze security --offline=true --threshold=15 --no-pager \
-    ./qonic-proxy.service 2>&1) || sec_rc=$?
-score=$(printf '%s\n' "$report" | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
-if [[ -z "$score" ]]; then
-    echo "FAIL security: no exposure level in the output of systemd-analyze security:"
-    printf '%s\n' "$report" | sed 's/^/    /'
-    status=1
-elif [[ $sec_rc != 0 ]] || ! awk -v s="$score" -v m="$max_exposure" 'BEGIN { exit !(s <= m) }'; then
-    printf '%s\n' "$report" | grep '^✗' | sed 's/^/    /' || true
-    echo "FAIL security qonic-proxy.service: exposure $score, limit $max_exposure (exit $sec_rc)"
-    status=1
-else
-    echo "ok   security qonic-proxy.service: exposure $score (limit $max_exposure)"
-fi
+# security LABEL DIR: rate DIR/qonic-proxy.service. The exit status enforces the threshold
+# (15 = 1.5; the unit is tenths), and the printed number is parsed and compared as well, so a
+# changed output format fails loudly instead of passing silently.
+security() {
+    local label=$1 dir=$2 report score sec_rc=0
+    report=$(cd "$dir" && analyze security --offline=true --threshold=15 --no-pager \
+        ./qonic-proxy.service 2>&1) || sec_rc=$?
+    score=$(printf '%s\n' "$report" | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+    if [[ -z "$score" ]]; then
+        echo "FAIL security $label: no exposure level in the output of systemd-analyze security:"
+        printf '%s\n' "$report" | sed 's/^/    /'
+        status=1
+    elif [[ $sec_rc != 0 ]] || ! awk -v s="$score" -v m="$max_exposure" 'BEGIN { exit !(s <= m) }'; then
+        printf '%s\n' "$report" | grep '^✗' | sed 's/^/    /' || true
+        echo "FAIL security $label: exposure $score, limit $max_exposure (exit $sec_rc)"
+        status=1
+    else
+        echo "ok   security $label: exposure $score (limit $max_exposure)"
+    fi
+}
+
+verify "qonic-proxy.service + shared-machine.conf" "$work/shared" \
+    verify --man=no --recursive-errors=no ./qonic-proxy.service
+security qonic-proxy.service "$work/system"
+security "qonic-proxy.service + shared-machine.conf" "$work/shared"
 
 exit "$status"

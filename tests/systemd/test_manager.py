@@ -246,3 +246,41 @@ def test_system_unit_stop_exits_0_and_config_error_is_78(machine: Machine) -> No
     assert props == {"ExecMainStatus": "0", "Result": "success", "ActiveState": "inactive"}
     m.write("/etc/qonic-proxy/config.toml", "[oauth]\nnot_a_key = 1\n")
     assert_config_error_is_not_restarted(m)
+
+
+OTHER = "qpother"  # a local account that [access] users does not name
+
+
+def test_shared_machine_dropin_lets_named_accounts_in_and_refuses_the_rest(
+        machine: Machine) -> None:
+    """docs/systemd.md's shared-machine set-up, as written: the drop-in plus `[access] users`.
+
+    Without the drop-in, PrivateUsers= maps every other account to "nobody", which the daemon
+    cannot tell apart: the named account would not be recognised and the other one would not
+    be refused by name.
+    """
+    m = machine
+    m.run("useradd", "--create-home", OTHER)
+    m.write("/etc/qonic-proxy/config.toml",
+            config(SYSTEM_PORTS, SANDBOX_CA, "/var/lib/qonic-proxy", None)
+            + f'[access]\nusers = ["{USER}"]\n')
+    m.write(f"/etc/systemd/system/{UNIT}.d/shared-machine.conf",
+            (ROOT / "systemd" / "shared-machine.conf").read_text())
+    m.run("systemctl", "daemon-reload")
+    m.run("systemctl", "reset-failed", UNIT, check=False)
+    m.run("systemctl", "start", UNIT, timeout=90)
+    wait_for(lambda: health(m, SYSTEM_PORTS[0]).get("logged_in"), 30,
+             "the login from the token cache")
+
+    def call(user: str) -> tuple[str, str]:
+        out = m.run("curl", "-s", "-w", "\n%{http_code}",
+                    f"http://127.0.0.1:{SYSTEM_PORTS[0]}/v1/projects", user=user).stdout
+        body, _, code = out.rpartition("\n")
+        return code, body
+
+    code, body = call(USER)
+    assert code == "200", (code, body)
+    code, body = call(OTHER)
+    assert code == "403", (code, body)
+    assert OTHER in body and "[access] users" in body, body
+    m.run("systemctl", "stop", UNIT, timeout=60)

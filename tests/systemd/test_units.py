@@ -141,6 +141,25 @@ def test_check_units_passes_and_reports_the_exposure(tmp_path: Path) -> None:
 
 
 @needs_analyze
+def test_the_shared_machine_dropin_keeps_the_exposure_within_the_limit(tmp_path: Path) -> None:
+    result = _run_check(CHECK, _qonic_proxy_executable(tmp_path))
+    assert "ok   verify qonic-proxy.service + shared-machine.conf: no output" in result.stdout
+    score = re.search(r"ok   security qonic-proxy.service \+ shared-machine.conf: exposure "
+                      r"([0-9.]+)", result.stdout)
+    assert score, result.stdout
+    assert float(score.group(1)) <= MAX_EXPOSURE
+
+
+def test_the_shared_machine_dropin_only_opens_what_peer_identity_needs() -> None:
+    """PrivateUsers=no and AF_NETLINK (sock_diag), nothing else: every other line of the
+    system unit's hardening stays in force under the drop-in."""
+    dropin = (ROOT / "systemd" / "shared-machine.conf").read_text()
+    settings = [line for line in dropin.splitlines() if line and not line.startswith("#")]
+    assert settings == ["[Service]", "PrivateUsers=no", "RestrictAddressFamilies=",
+                        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK"]
+
+
+@needs_analyze
 @pytest.mark.parametrize("unit", ["qonic-proxy.service", "qonic-proxy-user.service"])
 def test_check_units_fails_on_any_verify_warning(tmp_path: Path, unit: str) -> None:
     copy = _copy_of_systemd_dir(tmp_path)
