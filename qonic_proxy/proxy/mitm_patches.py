@@ -6,16 +6,18 @@
    message as JSON.
 2. mitmproxy buffers a request head until the blank line, without any size limit (its source
    says "FIXME: protect against header size DoS"): one client sending endless header bytes
-   would grow the daemon's memory without bound. We wrap the head reader so that a head still
-   incomplete beyond MAX_REQUEST_HEAD gets 431 and the connection is closed. Before that
+   would grow the daemon's memory without bound. We wrap the head reader so that a head longer
+   than MAX_REQUEST_HEAD (complete or not) gets 431 and the connection is closed. Before that
    reader even runs, mitmproxy's layer decision buffers a plain-HTTP head until its Host header
    is complete; `refuse_undecided_flood` (called from our addon's `next_layer` hook) bounds that.
 3. The same wrapper marks origin-form requests on the forward listener (see
    `is_non_proxy_request`), because mitmproxy erases the difference before any hook runs.
 4. `tcp_only_reverse_listener`: no UDP (HTTP/3) server beside the reverse listener.
 5. `drop_legacy_log_bridge`: no deprecated `add_log` event for every log record.
+6. `_answer_before_continue`: a local answer to `Expect: 100-continue` goes out at once, with no
+   `100 Continue` and without reading the body (mitmproxy sends the 100 after the hook anyway).
 
-`install()` applies 1-4 and checks `mitmproxy.version.VERSION`: on a version not listed in
+`install()` applies 1-4 and 6 and checks `mitmproxy.version.VERSION`: on a version not listed in
 KNOWN_VERSIONS it logs one warning line and goes on. The end-to-end tests ("upstream down",
 "untrusted upstream certificate", "oversized request headers") cover the patches on both
 supported mitmproxy versions.
