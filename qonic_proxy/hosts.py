@@ -88,11 +88,43 @@ def authority(host: str, port: int | None, scheme: str) -> str:
     return shown if port in (None, DEFAULT_PORTS.get(scheme)) else f"{shown}:{port}"
 
 
-def strip_port(host_header: str) -> str:
-    """The host part of a Host header value (`name`, `name:port`, `[v6]`, `[v6]:port`)."""
-    if host_header.startswith("["):
-        return host_header[1 : host_header.find("]")] if "]" in host_header else host_header
-    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+_PORT = re.compile(r"^[0-9]{1,5}$")
+
+
+def parse_host_header(value: str) -> tuple[str, int | None] | None:
+    """A Host header (`name`, `name:port`, `[v6]`, `[v6]:port`) as (canonical host, port).
+
+    None for anything else: whitespace or control characters anywhere, brackets around
+    something that is not an IPv6 address (`[localhost]`), text after the closing bracket
+    (`[::1]evil.example`), an unbracketed IPv6 address, an empty or non-numeric port, a port
+    above 65535, or a name that is not a valid DNS name or IPv4 address. One trailing dot of a
+    name is dropped (`localhost.` is `localhost`).
+    """
+    if not value or not value.isascii() or any(c <= " " or c == "\x7f" for c in value):
+        return None
+    if value.startswith("["):
+        inside, closed, rest = value[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")):
+            return None
+        try:
+            host = str(ipaddress.IPv6Address(inside))
+        except ValueError:
+            return None
+    else:
+        name, colon, port_text = value.partition(":")
+        rest = colon + port_text
+        if ":" in port_text:  # an unbracketed IPv6 address, or two ports
+            return None
+        canonical = canonical_host(name[:-1] if name.endswith(".") else name)
+        if canonical is None or ":" in canonical:
+            return None
+        host = canonical
+    if not rest:
+        return host, None
+    port = rest[1:]
+    if not _PORT.match(port) or int(port) > 65535:
+        return None
+    return host, int(port)
 
 
 def connect_host(listen_host: str) -> str:

@@ -58,12 +58,26 @@ def test_brackets_and_authority() -> None:
     assert hosts.authority("api.qonic.com", None, "https") == "api.qonic.com"
 
 
-@pytest.mark.parametrize(("header", "host"), [
-    ("localhost", "localhost"), ("localhost:8080", "localhost"), ("[::1]:8080", "::1"),
-    ("[::1]", "::1"), ("::1", "::1"),
+@pytest.mark.parametrize(("header", "parsed"), [
+    ("localhost", ("localhost", None)), ("localhost:8080", ("localhost", 8080)),
+    ("LOCALHOST.", ("localhost", None)), ("127.0.0.1", ("127.0.0.1", None)),
+    ("127.0.0.1:65535", ("127.0.0.1", 65535)), ("[::1]", ("::1", None)),
+    ("[::1]:8080", ("::1", 8080)), ("[0:0::1]", ("::1", None)),
+    ("proxy.example:1", ("proxy.example", 1)),
 ])
-def test_strip_port(header: str, host: str) -> None:
-    assert hosts.strip_port(header) == host
+def test_parse_host_header_accepts_names_addresses_and_ports(header: str, parsed: object) -> None:
+    assert hosts.parse_host_header(header) == parsed
+
+
+@pytest.mark.parametrize("header", [
+    "", "[::1]evil.example", "[::1]:8080evil", "[localhost]", "[127.0.0.1]", "[::1", "::1",
+    "::1:8080", "localhost ", " localhost", "local host", "localhost\t", "localhost\r",
+    "localhost\x00", "localhost:", "localhost:abc", "localhost:99999", "localhost:8080:1",
+    "localhost:+80", "localhost..", "evil.example/x", "user@localhost", "l\u00f6calhost",
+    "localhost:8080 ", "[::1]:", "-bad.example",
+])
+def test_parse_host_header_refuses_malformed_authorities(header: str) -> None:
+    assert hosts.parse_host_header(header) is None
 
 
 def test_connect_host_for_wildcard_listeners() -> None:

@@ -15,14 +15,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mitmproxy import connection, http
+from mitmproxy import connection, http, tls
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from qonic_proxy.access.audit import AuditLog
 from qonic_proxy.access.policy import Policy, read_only_message, refused_message
 from qonic_proxy.hosts import Origin
 from qonic_proxy.metrics import Metrics
-from qonic_proxy.proxy import access_log, mitm_patches, replay, routing
+from qonic_proxy.proxy import (
+    access_log,
+    interception,
+    mitm_patches,
+    replay,
+    request_shape,
+    routing,
+)
 from qonic_proxy.proxy.endpoints import Endpoints
 from qonic_proxy.proxy.flow_state import flow_state
 from qonic_proxy.proxy.guard import Guard, strip_cors
@@ -115,6 +122,11 @@ class QonicAddon:
         refuses the CONNECT instead.
         """
         try:
+            shape = request_shape.header_refusal(flow.request.headers)
+            if shape is not None:
+                self.metrics.rejected.inc(shape.error)
+                flow.response = shape.response()
+                return
             if self._refused_peer(flow, connect=True):
                 return
         except Exception:
@@ -131,6 +143,14 @@ class QonicAddon:
         self.metrics.rejected.inc("client_key")
         log.warning("refused CONNECT without a valid client key")
         flow.response = key_required(407)
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        """Intercept TLS for the API's real address only (see interception)."""
+        try:
+            interception.decide(data, self.api_origin)
+        except Exception:  # when in doubt, a raw tunnel: it never carries our token
+            log.exception("internal error while deciding about TLS interception")
+            data.ignore_connection = True
 
     def next_layer(self, nextlayer: Any) -> None:
         """Bound what mitmproxy buffers before it knows the protocol (see mitm_patches)."""
@@ -154,6 +174,9 @@ class QonicAddon:
     # ----- the decision --------------------------------------------------------------------
     async def _decide(self, flow: http.HTTPFlow) -> None:
         request = flow.request
+        shape = request_shape.refusal(flow, self.listeners)
+        if shape is not None:
+            return refuse(flow, shape, self.metrics)
         credentials = Credentials.take(request)
         if self._refused_peer(flow):
             return None

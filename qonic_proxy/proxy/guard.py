@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from mitmproxy import http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
-from qonic_proxy.hosts import strip_port
+from qonic_proxy.hosts import canonical_host, parse_host_header
 from qonic_proxy.proxy.flow_state import flow_state
 from qonic_proxy.proxy.listeners import ListenerInfo
 from qonic_proxy.proxy.responses import Refusal
@@ -27,9 +27,14 @@ class Guard:
     extra_origins: frozenset[str] = field(default_factory=frozenset)
 
     def host_allowed(self, host_header: str | None) -> bool:
-        if not host_header:
-            return False
-        return strip_port(host_header).lower().rstrip(".") in self.allowed_hosts
+        """A well-formed Host header (see hosts.parse_host_header) naming an allowed host."""
+        parsed = parse_host_header(host_header) if host_header else None
+        return parsed is not None and parsed[0] in self.allowed_hosts
+
+    def name_allowed(self, host: str) -> bool:
+        """A bare host name or address (a request target's host) that is allowed."""
+        canonical = canonical_host(host[:-1] if host.endswith(".") else host)
+        return canonical is not None and canonical in self.allowed_hosts
 
     def cross_site_reason(self, headers: http.Headers) -> str | None:
         """Why a browser would call this request cross-site, or None when it is not."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from mitmproxy import http
-from mitmproxy.proxy.mode_specs import ReverseMode
 
 from qonic_proxy.hosts import Origin
 from qonic_proxy.proxy.flow_state import flow_state
@@ -17,9 +16,10 @@ async def add_token(flow: http.HTTPFlow, tokens: TokenService, api_origin: Origi
     """Add the bearer token (replacing the client's Authorization); without one, return the
     answer the client should get instead and its reason (see `answer_without_token`)."""
     request = flow.request
-    if isinstance(flow.client_conn.proxy_mode, ReverseMode):
-        # keep_host_header lets the guard see the client's Host; upstream gets the API's
-        request.host_header = api_origin.authority
+    # The API gets its own authority as Host, whatever the client sent: on the reverse listener
+    # keep_host_header lets the guard see the client's Host, and inside a forward-mode tunnel
+    # the client's Host would otherwise go on as it came.
+    request.host_header = api_origin.authority
     token = await tokens.get_access_token()
     if token is None:
         return answer_without_token(tokens)

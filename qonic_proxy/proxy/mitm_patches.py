@@ -6,16 +6,18 @@
    message as JSON.
 2. mitmproxy buffers a request head until the blank line, without any size limit (its source
    says "FIXME: protect against header size DoS"): one client sending endless header bytes
-   would grow the daemon's memory without bound. We wrap the head reader so that a head still
-   incomplete beyond MAX_REQUEST_HEAD gets 431 and the connection is closed. Before that
+   would grow the daemon's memory without bound. We wrap the head reader so that a head longer
+   than MAX_REQUEST_HEAD (complete or not) gets 431 and the connection is closed. Before that
    reader even runs, mitmproxy's layer decision buffers a plain-HTTP head until its Host header
    is complete; `refuse_undecided_flood` (called from our addon's `next_layer` hook) bounds that.
 3. The same wrapper marks origin-form requests on the forward listener (see
    `is_non_proxy_request`), because mitmproxy erases the difference before any hook runs.
 4. `tcp_only_reverse_listener`: no UDP (HTTP/3) server beside the reverse listener.
 5. `drop_legacy_log_bridge`: no deprecated `add_log` event for every log record.
+6. `_answer_before_continue`: a local answer to `Expect: 100-continue` goes out at once, with no
+   `100 Continue` and without reading the body (mitmproxy sends the 100 after the hook anyway).
 
-`install()` applies 1-4 and checks `mitmproxy.version.VERSION`: on a version not listed in
+`install()` applies 1-4 and 6 and checks `mitmproxy.version.VERSION`: on a version not listed in
 KNOWN_VERSIONS it logs one warning line and goes on. The end-to-end tests ("upstream down",
 "untrusted upstream certificate", "oversized request headers") cover the patches on both
 supported mitmproxy versions.
@@ -33,9 +35,12 @@ from mitmproxy import http, version
 from mitmproxy import log as mitmproxy_log
 from mitmproxy.net.http import http1
 from mitmproxy.proxy import commands, events, layer, mode_specs
-from mitmproxy.proxy.layers.http import HttpLayer, HTTPMode, _http1
+from mitmproxy.proxy.layers.http import HttpLayer, HTTPMode, HttpStream, _http1
 from mitmproxy.proxy.layers.http._base import ReceiveHttp
 from mitmproxy.proxy.layers.http._events import RequestHeaders
+from mitmproxy.proxy.layers.http._hooks import HttpRequestHeadersHook
+
+from qonic_proxy.proxy.responses import expects_continue
 
 log = logging.getLogger("qonic_proxy.proxy")
 
@@ -43,6 +48,8 @@ KNOWN_VERSIONS = ("11.0.", "12.")  # mitmproxy releases these patches were check
 MAX_REQUEST_HEAD = 64 * 1024  # request line + headers; browsers and curl send a few KiB
 
 _WHAT_TO_DO = {
+    400: "send a well-formed HTTP/1.1 request: one `Name: value` header per line, printable "
+         "characters only.",
     502: "qonic-proxy could not reach the Qonic API; check the network and [qonic] api_url "
          "(and [qonic] ca_file if the certificate is not trusted), then retry.",
     504: "the Qonic API did not answer in time; retry later.",
@@ -50,8 +57,10 @@ _WHAT_TO_DO = {
 
 
 def make_json_error_response(status_code: int, message: str = "") -> bytes:
+    if " from client, refusing" in message:  # validate_inbound_headers: not the user's option
+        message = message.removeprefix("Received ").split(" from client, refusing", 1)[0]
     body = {
-        "error": "upstream_error" if status_code in _WHAT_TO_DO else "proxy_error",
+        "error": "upstream_error" if status_code in (502, 504) else "proxy_error",
         "status": status_code,
         "message": message[:500],
         "what_to_do": _WHAT_TO_DO.get(status_code, "check the request and retry."),
@@ -96,35 +105,80 @@ def _bounded_read_headers(self: Any, event: events.Event) -> Generator[Any, Any,
     """mitmproxy's head reader, plus a size bound and the origin-form mark described above.
 
     After a chunk arrives the original either takes a complete head out of the buffer (and moves
-    on to the body) or leaves everything in it; what is left is an unfinished head. Chunks are at
-    most 64 KiB, so no head longer than the limit plus one chunk is ever buffered.
+    on to the body) or leaves everything in it; what is left is an unfinished head. A complete
+    head longer than the limit is refused before its request goes anywhere (what it took out of
+    the buffer is its exact size); an unfinished one as soon as the buffer holds more.
     """
+    buffered = len(self.buf)
     inner = _original_read_headers(self, event)  # type: ignore[arg-type]
     reply: Any = None
+    first = True
     while True:
         try:
             command = inner.send(reply)
         except StopIteration:
             break
-        if (
-            isinstance(command, ReceiveHttp)
-            and isinstance(command.event, RequestHeaders)
-            and not command.event.request.authority
-            and _outer_http_mode(self) is HTTPMode.regular
-        ):
-            _non_proxy_requests.add(command.event.request)
+        if isinstance(command, ReceiveHttp) and isinstance(command.event, RequestHeaders):
+            if first and buffered - len(self.buf) > MAX_REQUEST_HEAD:
+                inner.close()
+                yield from _refuse_oversized_head(self)
+                return
+            if (not command.event.request.authority
+                    and _outer_http_mode(self) is HTTPMode.regular):
+                _non_proxy_requests.add(command.event.request)
+        first = False
         reply = yield command
     if (
         isinstance(event, events.DataReceived)
         and getattr(self.state, "__func__", None) is _bounded_read_headers
         and len(self.buf) > MAX_REQUEST_HEAD
     ):
-        message = f"request headers larger than {MAX_REQUEST_HEAD // 1024} KiB"
-        yield commands.Log(f"closing a client connection: {message}")
-        yield commands.SendData(self.conn, make_json_error_response(431, message))
-        yield commands.CloseConnection(self.conn)
-        self.buf = _http1.ReceiveBuffer()  # type: ignore[attr-defined]
-        self.state = self.done
+        yield from _refuse_oversized_head(self)
+
+
+def _refuse_oversized_head(server: Any) -> Generator[Any, Any, None]:
+    """431 JSON, then close the connection and forget what was buffered."""
+    message = f"request headers larger than {MAX_REQUEST_HEAD // 1024} KiB"
+    yield commands.Log(f"closing a client connection: {message}")
+    yield commands.SendData(server.conn, make_json_error_response(431, message))
+    yield commands.CloseConnection(server.conn)
+    server.buf = _http1.ReceiveBuffer()  # type: ignore[attr-defined]
+    server.state = server.done
+
+
+_original_wait_for_request_headers = HttpStream.state_wait_for_request_headers
+
+
+def _answer_before_continue(self: Any, event: RequestHeaders) -> Generator[Any, Any, None]:
+    """mitmproxy's request-head step, except for a local answer to `Expect: 100-continue`.
+
+    mitmproxy sends `100 Continue` right after the `requestheaders` hook, even when the hook
+    answered (a refusal), and then reads the whole body before it sends the answer. When our
+    hook answered such a request, the answer goes out at once instead, with no 100, and the
+    connection closes, so no body is ever read.
+    """
+    inner = _original_wait_for_request_headers(self, event)
+    reply: Any = None
+    while True:
+        try:
+            command = inner.send(reply)
+        except StopIteration:
+            return
+        reply = yield command
+        if isinstance(command, HttpRequestHeadersHook) and _answered_before_body(self, event):
+            inner.close()
+            self.flow.response.headers["Connection"] = "close"
+            self.client_state = self.state_done  # so that the answer ends the stream
+            yield from self.send_response()
+            self.client_state = self.state_errored  # whatever the client still sends is dropped
+            yield commands.CloseConnection(self.context.client)
+            return
+
+
+def _answered_before_body(stream: Any, event: RequestHeaders) -> bool:
+    flow = stream.flow
+    return (flow.response is not None and flow.error is None and not event.end_stream
+            and expects_continue(flow.request))
 
 
 class _RefuseOversizedHead(layer.Layer):
@@ -211,4 +265,5 @@ def install() -> None:
     check_version()
     _http1.make_error_response = make_json_error_response
     _http1.Http1Server.read_headers = _bounded_read_headers  # type: ignore[method-assign]
+    HttpStream.state_wait_for_request_headers = _answer_before_continue  # type: ignore[method-assign]
     tcp_only_reverse_listener()

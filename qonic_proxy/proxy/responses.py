@@ -25,9 +25,11 @@ class Refusal:
     status: int
     error: str
     message: str
+    close: bool = False  # the request was malformed: end the connection after the answer
 
     def response(self) -> http.Response:
-        return json_response(self.status, {"error": self.error, "message": self.message})
+        return json_response(self.status, {"error": self.error, "message": self.message},
+                             {"Connection": "close"} if self.close else None)
 
 
 def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None,
@@ -99,11 +101,17 @@ def answer_locally(flow: http.HTTPFlow, response: http.Response, metrics: Metric
     """Answer without going upstream.
 
     mitmproxy cannot answer a request whose body is already being streamed, so a large
-    body is refused by closing the connection (the reason is logged and counted).
+    body is refused by closing the connection (the reason is logged and counted). A client
+    that sent `Expect: 100-continue` has sent no body yet: it gets the answer at once, before
+    any `100 Continue`, whatever the body's size (see mitm_patches).
     """
     flow_state(flow).local = True
     if reason:
         metrics.rejected.inc(reason)
+    if expects_continue(flow.request):
+        flow.request.stream = False
+        flow.response = response
+        return
     if flow.request.stream or declared_body_size(flow.request) > LOCAL_BODY_LIMIT:
         log.warning("closing the connection instead of answering (%s): the request body "
                     "is too large to read and drop", reason or "local answer")
@@ -116,6 +124,11 @@ def refuse(flow: http.HTTPFlow, refusal: Refusal, metrics: Metrics) -> None:
     log.warning("refused %s %s: %s", flow.request.method, short_path(flow.request),
                 refusal.error)
     answer_locally(flow, refusal.response(), metrics, reason=refusal.error)
+
+
+def expects_continue(request: http.Request) -> bool:
+    """The client waits for `100 Continue` before it sends the body."""
+    return str(request.headers.get("expect", "")).strip().lower() == "100-continue"
 
 
 def declared_body_size(request: http.Request) -> int:

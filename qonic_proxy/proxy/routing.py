@@ -37,7 +37,7 @@ def is_self_request(request: http.Request, guard: Guard, listeners: ListenerInfo
     return (
         request.scheme == "http"
         and request.port in {listeners.reverse_port, listeners.forward_port}
-        and (guard.host_allowed(request.host) or request.host == listeners.public_host)
+        and (guard.name_allowed(request.host) or request.host == listeners.public_host)
     )
 
 
