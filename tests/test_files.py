@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from qonic_proxy import files
-from qonic_proxy.files import UnsafeFile
+from qonic_proxy.files import NotPrivate, UnsafeFile
 
 
 def mode_of(path: Path) -> int:
@@ -50,11 +50,34 @@ def test_foreign_folder_writable_by_others_is_refused(tmp_path: Path) -> None:
     folder.mkdir()
     os.chown(folder, 65534, 65534)
     folder.chmod(0o777)
-    with pytest.raises(UnsafeFile) as caught:
+    with pytest.raises(NotPrivate) as caught:
         files.ensure_private_dir(folder)
-    assert caught.value.reason == UnsafeFile.FOREIGN_WRITABLE
-    folder.chmod(0o1777)  # sticky, like /tmp: others cannot swap our files
-    assert files.ensure_private_dir(folder) is False
+    assert caught.value.uid == 65534 and caught.value.exit_code == 78
+    folder.chmod(0o1777)  # sticky, like /tmp: still another account's folder (issue 11)
+    with pytest.raises(NotPrivate):
+        files.ensure_private_dir(folder)
+
+
+def test_a_folder_others_can_write_is_refused_not_tightened(tmp_path: Path) -> None:
+    """chmod 0777 (or 0770): someone may have planted files already; tightening is too late."""
+    for mode in (0o777, 0o770, 0o1777):
+        folder = tmp_path / f"open-{mode:o}"
+        folder.mkdir()
+        folder.chmod(mode)
+        with pytest.raises(NotPrivate) as caught:
+            files.ensure_private_dir(folder)
+        message = str(caught.value)
+        assert str(folder) in message and f"chmod 700 {folder}" in message
+        assert f"mode {mode:04o}" in message and "\n" not in message
+        assert mode_of(folder) == mode  # refused, left as it was
+
+
+def test_lock_file_others_can_write_is_refused(tmp_path: Path) -> None:
+    lock = tmp_path / "t.lock"
+    lock.write_text("")
+    lock.chmod(0o666)
+    with pytest.raises(NotPrivate, match="lock file"), files.exclusive_lock(lock, timeout=1):
+        pass
 
 
 def test_write_atomic_replaces_with_mode_and_leaves_no_temp(tmp_path: Path) -> None:
