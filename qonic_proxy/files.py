@@ -110,13 +110,27 @@ def fsync_dir(folder: Path) -> None:
         os.close(dir_fd)
 
 
-def _write_temp(path: Path, data: bytes, mode: int) -> Path:
-    """`data` in a new file beside `path` with a unique name, created O_EXCL (never followed)."""
+TEMP_FLAGS = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_temp(path: Path, mode: int) -> tuple[Path, int]:
+    """A new file beside `path`: a unique name, created O_EXCL (a planted name is never followed
+    or reused), `mode` whatever the umask. Every temp file of ours is made here."""
     temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(temp, flags, mode)
+    fd = os.open(temp, TEMP_FLAGS, mode)
     try:
         os.fchmod(fd, mode)  # the umask may have narrowed a public file's mode
+    except BaseException:
+        os.close(fd)
+        os.unlink(temp)
+        raise
+    return temp, fd
+
+
+def _write_temp(path: Path, data: bytes, mode: int) -> Path:
+    """`data` in a new temp file beside `path` (see open_temp)."""
+    temp, fd = open_temp(path, mode)
+    try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
@@ -153,12 +167,10 @@ class Reservation:
     def __init__(self, path: Path, size: int, *, mode: int = PRIVATE_FILE_MODE) -> None:
         self.path = path
         self.size = size
-        self.temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-        self._fd: int | None = os.open(self.temp, flags, mode)
+        self.temp, fd = open_temp(path, mode)
+        self._fd: int | None = fd
         try:
-            os.fchmod(self._fd, mode)
-            _preallocate(self._fd, size)
+            _preallocate(fd, size)
         except BaseException:
             self.abandon()
             raise
