@@ -4,7 +4,9 @@ One place for the rules every private file follows: folders are 0700 and ours, f
 and ours, a write goes to a fresh O_EXCL temp file with a unique name and is renamed into place
 (readers see the old file or the new one, never half of one), and a lock is `flock`, which the
 kernel releases when its holder dies. Callers word the errors: the functions here raise
-`UnsafeFile` or `OSError` and say which rule failed, never what a file holds.
+`UnsafeFile` or `OSError` and say which rule failed, never what a file holds. The one exception
+is `NotPrivate` (exit 78): an existing folder, or a lock file, that another account owns or can
+write is a setup error whose sentence (folder, owner, fix) is the same for every caller.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ import contextlib
 import errno
 import fcntl
 import os
+import pwd
 import secrets
 import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from qonic_proxy.errors import ConfigError
 
 PRIVATE_FILE_MODE = 0o600
 PUBLIC_FILE_MODE = 0o644
@@ -31,7 +36,6 @@ class UnsafeFile(Exception):
     NOT_REGULAR = "not a regular file"
     FOREIGN = "owned by another user"
     LOOSE = "readable or writable by others"
-    FOREIGN_WRITABLE = "owned by another user and writable by others"
 
     def __init__(self, path: Path, reason: str, *, uid: int | None = None,
                  mode: int | None = None) -> None:
@@ -42,23 +46,53 @@ class UnsafeFile(Exception):
         self.mode = mode
 
 
+def _owner(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (KeyError, OverflowError):
+        return f"uid {uid}"
+
+
+class NotPrivate(ConfigError):
+    """An existing folder we must keep private, or a lock file, that is not ours alone (exit 78).
+
+    Not an UnsafeFile: no caller rewords it, so every one of them ends in this one sentence.
+    """
+
+    def __init__(self, path: Path, *, uid: int, mode: int, what: str = "folder") -> None:
+        self.path, self.uid, self.mode = path, uid, mode
+        if uid != os.getuid():
+            problem = f"is owned by another account, {_owner(uid)}"
+            fix = (f"use a {what} of your own, or have it given to this account "
+                   f"({_owner(os.getuid())})")
+        else:
+            problem = f"can be written by other accounts (mode {mode:04o})"
+            fix = f"run chmod go-w {path}" if what == "lock file" else f"run chmod 700 {path}"
+        super().__init__(f"the {what} {path} {problem}, so they could swap the files qonic-proxy "
+                         f"keeps there; {fix}")
+
+
+def check_ours(path: Path, info: os.stat_result, what: str = "folder") -> None:
+    """NotPrivate unless `info` (of `path`) is owned by us and not group/other-writable."""
+    mode = stat.S_IMODE(info.st_mode)
+    if info.st_uid != os.getuid() or mode & 0o022:
+        raise NotPrivate(path, uid=info.st_uid, mode=mode, what=what)
+
+
 def ensure_private_dir(folder: Path) -> bool:
     """Create `folder` (and parents) 0700, or tighten an existing one of ours.
 
     Returns True when an existing folder had to be tightened (the caller may say so). The home
-    folder is never tightened. A folder of another user's that others can write to (and that is
-    not sticky, like /tmp) is refused: anyone could swap our files in it.
+    folder is never tightened. An existing folder that another account owns (root included,
+    unless we are root), or that others can write to, is refused with NotPrivate: whoever can
+    write there could already have swapped our files, so tightening it now would be too late.
     """
     folder.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
     info = os.stat(folder)
-    mode = stat.S_IMODE(info.st_mode)
-    if info.st_uid == os.getuid():
-        if mode & 0o077 and folder.resolve() != Path.home().resolve():
-            os.chmod(folder, PRIVATE_DIR_MODE)
-            return True
-        return False
-    if mode & 0o022 and not mode & stat.S_ISVTX:
-        raise UnsafeFile(folder, UnsafeFile.FOREIGN_WRITABLE, uid=info.st_uid, mode=mode)
+    check_ours(folder, info)
+    if stat.S_IMODE(info.st_mode) & 0o077 and folder.resolve() != Path.home().resolve():
+        os.chmod(folder, PRIVATE_DIR_MODE)
+        return True
     return False
 
 
@@ -76,13 +110,27 @@ def fsync_dir(folder: Path) -> None:
         os.close(dir_fd)
 
 
-def _write_temp(path: Path, data: bytes, mode: int) -> Path:
-    """`data` in a new file beside `path` with a unique name, created O_EXCL (never followed)."""
+TEMP_FLAGS = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_temp(path: Path, mode: int) -> tuple[Path, int]:
+    """A new file beside `path`: a unique name, created O_EXCL (a planted name is never followed
+    or reused), `mode` whatever the umask. Every temp file of ours is made here."""
     temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(temp, flags, mode)
+    fd = os.open(temp, TEMP_FLAGS, mode)
     try:
         os.fchmod(fd, mode)  # the umask may have narrowed a public file's mode
+    except BaseException:
+        os.close(fd)
+        os.unlink(temp)
+        raise
+    return temp, fd
+
+
+def _write_temp(path: Path, data: bytes, mode: int) -> Path:
+    """`data` in a new temp file beside `path` (see open_temp)."""
+    temp, fd = open_temp(path, mode)
+    try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
@@ -119,12 +167,10 @@ class Reservation:
     def __init__(self, path: Path, size: int, *, mode: int = PRIVATE_FILE_MODE) -> None:
         self.path = path
         self.size = size
-        self.temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-        self._fd: int | None = os.open(self.temp, flags, mode)
+        self.temp, fd = open_temp(path, mode)
+        self._fd: int | None = fd
         try:
-            os.fchmod(self._fd, mode)
-            _preallocate(self._fd, size)
+            _preallocate(fd, size)
         except BaseException:
             self.abandon()
             raise
@@ -252,6 +298,9 @@ def exclusive_lock(path: Path, timeout: float | None = None) -> Iterator[None]:
         target = path if path.exists() else path.parent
         fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode):  # a lock file another account owns is no lock of ours
+            check_ours(path, info, "lock file")
         if timeout is None:
             fcntl.flock(fd, fcntl.LOCK_EX)
         else:

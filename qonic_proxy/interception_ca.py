@@ -183,7 +183,7 @@ def _write(ca_dir: Path, host: str) -> None:
 def ensure_ca(ca_dir: Path, api_url: str) -> Path:
     """The CA certificate in `ca_dir` for `api_url`'s host, made (or made anew) when needed.
 
-    Raises OSError, files.UnsafeFile or MissingCertificate; callers word the error.
+    Raises OSError or MissingCertificate (callers word those), or files.NotPrivate (exit 78).
     """
     host = api_host(api_url)
     cert = ca_dir / CA_CERT_FILE

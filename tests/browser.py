@@ -5,33 +5,52 @@ answers the sandbox's consent form with $BROWSER_DECISION (approve/deny/ignore),
 redirect into qonic-proxy's loopback callback, and appends one line to $BROWSER_LOG so tests can
 tell whether (and how often) a browser was started.
 
+With $BROWSER_RECORD set it appends one JSON line (argv, environment, pid, parent pid) to that
+file, and with $BROWSER_HOLD set it then waits (at most 60 s) until that file exists, so a test
+can look at the running browser and its parent.
+
 With $BROWSER_STOP_AT_CALLBACK set it is a browser on another machine: it does not connect to
 the loopback callback but prints the address it would have opened (what `login --paste` takes).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import ssl
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 
 
 class _StopAtCallback(urllib.request.HTTPRedirectHandler):
-    """Follow redirects within the authorization server; stop at any other host (the callback)."""
+    """Follow redirects (the start URL, the authorization server); stop at the callback: the
+    first redirect that carries an authorization response (`state` with `code` or `error`)."""
 
-    def __init__(self, server: str) -> None:
-        self.server = server
+    def __init__(self) -> None:
         self.stopped_at: str | None = None
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        if urllib.parse.urlsplit(newurl).netloc != self.server:
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(newurl).query)
+        if "state" in query and ("code" in query or "error" in query):
             self.stopped_at = newurl
             return None  # urllib raises HTTPError for the redirect: we never connect
         return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _proc(pid: int) -> dict[str, object]:
+    """The argv and environment of process `pid` as /proc shows them (Linux)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().decode("utf-8", "replace").split("\0")
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read().decode("utf-8", "replace").split("\0")
+    except OSError:
+        return {}
+    return {"argv": argv, "environ": environ}
 
 
 def main(url: str) -> int:
@@ -39,11 +58,20 @@ def main(url: str) -> int:
     if log:
         with open(log, "a") as f:
             f.write("opened\n")
+    record, hold = os.environ.get("BROWSER_RECORD"), os.environ.get("BROWSER_HOLD")
+    if record:
+        with open(record, "a") as f:
+            f.write(json.dumps({"argv": sys.argv, "environ": dict(os.environ),
+                                "pid": os.getpid(), "ppid": os.getppid(),
+                                "parent": _proc(os.getppid())}) + "\n")
+    deadline = time.monotonic() + 60
+    while hold and not os.path.exists(hold) and time.monotonic() < deadline:
+        time.sleep(0.05)
     decision = os.environ.get("BROWSER_DECISION", "approve")
     if decision == "ignore":
         return 0
     context = ssl.create_default_context(cafile=os.environ.get("SANDBOX_CA") or None)
-    stop = _StopAtCallback(urllib.parse.urlsplit(url).netloc)
+    stop = _StopAtCallback()
     handlers: list[urllib.request.BaseHandler] = [
         urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)]
     if os.environ.get("BROWSER_STOP_AT_CALLBACK"):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from qonic_proxy import files
-from qonic_proxy.files import UnsafeFile
+from qonic_proxy.files import NotPrivate, UnsafeFile
 
 
 def mode_of(path: Path) -> int:
@@ -50,11 +50,34 @@ def test_foreign_folder_writable_by_others_is_refused(tmp_path: Path) -> None:
     folder.mkdir()
     os.chown(folder, 65534, 65534)
     folder.chmod(0o777)
-    with pytest.raises(UnsafeFile) as caught:
+    with pytest.raises(NotPrivate) as caught:
         files.ensure_private_dir(folder)
-    assert caught.value.reason == UnsafeFile.FOREIGN_WRITABLE
-    folder.chmod(0o1777)  # sticky, like /tmp: others cannot swap our files
-    assert files.ensure_private_dir(folder) is False
+    assert caught.value.uid == 65534 and caught.value.exit_code == 78
+    folder.chmod(0o1777)  # sticky, like /tmp: still another account's folder (issue 11)
+    with pytest.raises(NotPrivate):
+        files.ensure_private_dir(folder)
+
+
+def test_a_folder_others_can_write_is_refused_not_tightened(tmp_path: Path) -> None:
+    """chmod 0777 (or 0770): someone may have planted files already; tightening is too late."""
+    for mode in (0o777, 0o770, 0o1777):
+        folder = tmp_path / f"open-{mode:o}"
+        folder.mkdir()
+        folder.chmod(mode)
+        with pytest.raises(NotPrivate) as caught:
+            files.ensure_private_dir(folder)
+        message = str(caught.value)
+        assert str(folder) in message and f"chmod 700 {folder}" in message
+        assert f"mode {mode:04o}" in message and "\n" not in message
+        assert mode_of(folder) == mode  # refused, left as it was
+
+
+def test_lock_file_others_can_write_is_refused(tmp_path: Path) -> None:
+    lock = tmp_path / "t.lock"
+    lock.write_text("")
+    lock.chmod(0o666)
+    with pytest.raises(NotPrivate, match="lock file"), files.exclusive_lock(lock, timeout=1):
+        pass
 
 
 def test_write_atomic_replaces_with_mode_and_leaves_no_temp(tmp_path: Path) -> None:
@@ -261,3 +284,80 @@ def test_the_lock_on_a_read_only_file_system_still_locks(
         assert not missing.exists()
         with pytest.raises(TimeoutError), files.exclusive_lock(missing, timeout=0.2):
             pass
+
+
+PREDICTABLE = ("{name}.tmp", ".{name}.tmp", "{name}.partial", "{name}~", "upstream-trust.tmp")
+
+
+def plant(folder: Path, name: str, victim: Path) -> None:
+    for pattern in PREDICTABLE:
+        link = folder / pattern.format(name=name)
+        if not link.is_symlink():
+            link.symlink_to(victim)
+
+
+@pytest.mark.parametrize("writer", ["write_atomic", "create_exclusive", "reservation",
+                                    "trust_bundle", "token_cache"])
+def test_no_writer_follows_a_symlink_planted_at_a_predictable_name(
+        tmp_path: Path, writer: str) -> None:
+    from qonic_proxy.tokens.store import TokenStore
+    from qonic_proxy.trust import trust_roots, write_bundle
+    from tests.tokens.test_store import tokens
+
+    folder = tmp_path / "private"
+    folder.mkdir(mode=0o700)
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    name = {"trust_bundle": "upstream-trust.pem", "token_cache": "token.json"}.get(writer, "f")
+    target = folder / name
+    plant(folder, name, victim)
+    if writer == "write_atomic":
+        target.symlink_to(victim)  # the final name too: replaced, never written through
+        files.write_atomic(target, b"new")
+    elif writer == "create_exclusive":
+        assert files.create_exclusive(target, b"new") is True
+    elif writer == "reservation":
+        files.Reservation(target, 64).commit(b"new")
+    elif writer == "trust_bundle":
+        write_bundle(trust_roots(None), target)
+    else:
+        TokenStore(target, "k").save(tokens())
+    assert victim.read_text() == "keep"
+    assert not target.is_symlink() and target.stat().st_size > 0
+    leftovers = {p.name for p in folder.iterdir()} - {name}
+    assert leftovers == {pattern.format(name=name) for pattern in PREDICTABLE}  # only the links
+
+
+def test_a_symlink_planted_at_the_lock_name_is_not_followed(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    (tmp_path / "t.lock").symlink_to(victim)
+    with pytest.raises(OSError), files.exclusive_lock(tmp_path / "t.lock", timeout=1):
+        pass
+    assert victim.read_text() == "keep"
+
+
+def test_every_file_we_write_goes_through_files_py() -> None:
+    """No other module creates a file by itself (open for writing, os.open with O_CREAT,
+    write_text, mkstemp): each writer uses write_atomic, create_exclusive or Reservation,
+    whose temp files are O_EXCL with unique names. The audit log (append-only, O_NOFOLLOW, a
+    name the user chose) is the one exception."""
+    import ast
+
+    package = Path(files.__file__).parent
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package).as_posix()
+        if rel in ("files.py", "access/audit.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in (
+                    "O_CREAT", "write_text", "write_bytes", "mkstemp", "NamedTemporaryFile"):
+                found.append(f"{rel}:{node.lineno} {node.attr}")
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                    and node.func.id == "open":
+                modes = [*node.args[1:2], *(k.value for k in node.keywords if k.arg == "mode")]
+                if any(not isinstance(m, ast.Constant) or set(str(m.value)) & set("wax+")
+                       for m in modes):
+                    found.append(f"{rel}:{node.lineno} open() for writing")
+    assert found == []

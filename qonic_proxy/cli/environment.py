@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import webbrowser
 from collections.abc import Callable
 from typing import TextIO
+
+from qonic_proxy.oauth.browser import open_without_secrets
 
 
 def _stdout() -> TextIO:
@@ -25,7 +26,7 @@ def _stderr() -> TextIO:
 class Environment:
     stdout: TextIO = dataclasses.field(default_factory=_stdout)
     stderr: TextIO = dataclasses.field(default_factory=_stderr)
-    open_browser: Callable[[str], object] = webbrowser.open
+    open_browser: Callable[[str], object] = open_without_secrets
 
     def print(self, text: str) -> None:
         """One line (or block) of a verb's result, on stdout."""

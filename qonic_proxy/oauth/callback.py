@@ -5,6 +5,12 @@ A `LoginAttempt` owns the PKCE pair and `state` of one login and listens exactly
 by `authorization_response`; exactly one valid redirect wins, everything else gets an error page
 and the login keeps waiting, so a stray or hostile request cannot end the real login. Used by the
 `login` verb, the daemon at start, and the daemon's /-/login endpoint.
+
+The browser we start is not given the authorize URL (its argv is readable by every account, and
+`state` with `code_challenge` would let another account race its own authorization to our
+callback): it gets `start_url`, a per-login unguessable path on this same listener that answers
+the account that runs us (and root) with a 302 to the authorize URL, and any other account
+with a 403. Where peers cannot be identified (not Linux), the unguessable path is the guard.
 """
 
 from __future__ import annotations
@@ -12,13 +18,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hmac
 import logging
+import os
+import secrets
+import sys
 from http import HTTPStatus
 from typing import Any
 
 import h11
 
-from qonic_proxy.access.policy import Policy, connection_allowed
+from qonic_proxy.access.policy import Peer, Policy, connection_allowed
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import LoginError
 from qonic_proxy.oauth import pages, pkce
@@ -43,6 +53,18 @@ MAX_CONNECTIONS = 32
 WINNER_PAGE_TIMEOUT = 120.0  # how long the winning tab waits for the exchange's result
 _READ_CHUNK = 64 * 1024
 _REFUSED = Policy()  # remembers when a refused account was last logged (once a minute each)
+START_PREFIX = "/-/start/"  # + a per-login random token: where the browser we start is sent
+
+
+def may_start(peer: Peer) -> bool:
+    """Whether `peer` may be sent on to the authorize URL: our own account or root only.
+
+    An unidentified peer only where no peer can be identified at all (another OS); on Linux it
+    is refused, as a peer that left or lives outside our user namespace.
+    """
+    if peer.uid is None:
+        return not sys.platform.startswith("linux")
+    return peer.uid in (os.getuid(), 0)
 
 
 def _listen_at(cfg: Config) -> LoopbackRedirect:
@@ -107,6 +129,7 @@ class LoginAttempt:
         self.authorize_url = build_authorize_url(
             cfg, code_challenge=pkce.code_challenge_s256(self._verifier), state=self._state
         )
+        self._start_path = START_PREFIX + secrets.token_urlsafe(24)
         self._servers: list[asyncio.AbstractServer] = []
         self._result: asyncio.Future[AuthorizationResponse] | None = None
         # the status and page the winning tab gets
@@ -122,6 +145,12 @@ class LoginAttempt:
     @property
     def redirect_uri(self) -> str:
         return self._cfg.oauth.redirect_uri
+
+    @property
+    def start_url(self) -> str:
+        """Where the browser we start is sent: no `state`, no `code_challenge` (see above)."""
+        authority = self.redirect_uri.split("://", 1)[1].split("/", 1)[0]
+        return f"http://{authority}{self._start_path}"
 
     async def start(self) -> None:
         """Listen on exactly the redirect_uri's address and port."""
@@ -238,7 +267,7 @@ class LoginAttempt:
         self._tasks.add(task)
         self._writers.add(writer)
         try:
-            await self._serve_one(reader, writer)
+            await self._serve_one(reader, writer, peer)
         except (ConnectionError, TimeoutError):
             pass
         finally:
@@ -246,7 +275,8 @@ class LoginAttempt:
             self._tasks.discard(task)
             writer.close()
 
-    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         peer: Peer) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         answer = _Answer(writer, conn)
         malformed = False
@@ -264,6 +294,9 @@ class LoginAttempt:
             return  # a preconnect or a client that gave up
         if self._result is None or self._result.done() or self._closed:
             await answer.send(410, pages.finished())
+            return
+        if request is not None and self._is_start(request.target):
+            await self._start(answer, request.method, peer)
             return
         try:
             if request is None or request.http_version not in (b"1.0", b"1.1"):
@@ -295,6 +328,24 @@ class LoginAttempt:
         except TimeoutError:
             status, page = 200, pages.received()
         await answer.send(status, page)
+
+    def _is_start(self, target: bytes) -> bool:
+        path = target.split(b"?", 1)[0]
+        return hmac.compare_digest(path, self._start_path.encode("ascii"))
+
+    async def _start(self, answer: _Answer, method: bytes, peer: Peer) -> None:
+        """The browser we started: on to the authorize URL, if it runs as our account."""
+        answer.head_only = method == b"HEAD"
+        if method not in (b"GET", b"HEAD"):
+            await answer.send(405, pages.not_a_callback("Only GET starts a login"),
+                              (("Allow", "GET"),))
+        elif not may_start(peer):
+            if _REFUSED.should_log(peer):
+                log.warning("login start page: refused the local account %s (only the account "
+                            "that started the login may)", peer.describe())
+            await answer.send(403, pages.start_refused())
+        else:
+            await answer.send(302, pages.start(), (("Location", self.authorize_url),))
 
 
 class _Answer:

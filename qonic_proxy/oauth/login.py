@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 import logging
 import threading
+import webbrowser
 from collections.abc import Callable
 
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import LoginError
 from qonic_proxy.oauth.authorization_response import BadRequest
+from qonic_proxy.oauth.browser import open_without_secrets
 from qonic_proxy.oauth.callback import LoginAttempt
 from qonic_proxy.oauth.messages import clean
 from qonic_proxy.oauth.tokenset import TokenSet
@@ -29,8 +31,11 @@ def open_browser_in_background(open_browser: Callable[[str], object], url: str) 
 
     A daemon thread (not the default executor) so that a browser that never returns cannot keep
     the process alive at exit. Its result is ignored: False only means "no browser here", and the
-    URL has been printed already.
+    URL has been printed already. The standard opener, `webbrowser.open`, is run as
+    `open_without_secrets`: in a child whose environment holds no secret of ours.
     """
+    if open_browser is webbrowser.open:
+        open_browser = open_without_secrets
 
     def run() -> None:
         try:
@@ -103,7 +108,7 @@ async def login(
             taker = asyncio.create_task(
                 _take_pasted(attempt, read_lines_in_background(paste[0]), paste[1]))
         if open_browser is not None:
-            open_browser_in_background(open_browser, attempt.authorize_url)
+            open_browser_in_background(open_browser, attempt.start_url)  # argv: no state
         return await attempt.wait()
     finally:
         if taker is not None:

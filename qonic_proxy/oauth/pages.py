@@ -75,3 +75,16 @@ def too_large() -> bytes:
 
 def timed_out() -> bytes:
     return page("Request timeout", "No request was received.")
+
+
+def start() -> bytes:
+    """The body of the start URL's redirect (browsers follow the Location header at once)."""
+    return page("Continue to Qonic", "Your browser is being sent on to Qonic to log in.")
+
+
+def start_refused() -> bytes:
+    return page(
+        "Not your login",
+        "This login was started by another local account; only that account may continue it. "
+        "Run `qonic-proxy login` as yourself to log in.",
+    )

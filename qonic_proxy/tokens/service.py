@@ -350,7 +350,7 @@ class TokenService:
         self.on_change()
         announce_login(log, attempt.authorize_url, headless=no_browser_here(self.environ))
         if self.cfg.oauth.open_browser and self.open_browser is not None:
-            open_browser_in_background(self.open_browser, attempt.authorize_url)
+            open_browser_in_background(self.open_browser, attempt.start_url)
         return attempt.authorize_url
 
     async def _finish_login(self, attempt: LoginAttempt) -> None:

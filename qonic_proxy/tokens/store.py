@@ -165,11 +165,6 @@ class TokenStore:
                     folder,
                     before or 0,
                 )
-        except UnsafeFile:
-            raise QonicProxyError(
-                f"token cache folder {folder} belongs to another user and others can write to "
-                "it; point [token] cache_file at a folder of your own"
-            ) from None
         except OSError as exc:
             raise CacheWriteError(
                 f"cannot create token cache folder {folder} ({_why(exc)}); check [token] "

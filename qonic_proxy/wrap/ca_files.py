@@ -13,7 +13,7 @@ from pathlib import Path
 
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import ConfigError, QonicProxyError
-from qonic_proxy.files import PUBLIC_FILE_MODE, UnsafeFile
+from qonic_proxy.files import PUBLIC_FILE_MODE
 from qonic_proxy.interception_ca import CA_CERT_FILE, CA_KEY_FILE, MissingCertificate, ensure_ca
 from qonic_proxy.trust import trust_roots, write_bundle
 
@@ -26,10 +26,6 @@ def ca_certificate(cfg: Config) -> str:
     """Path of the proxy's interception CA certificate (made, for the API host, if needed)."""
     try:
         return str(ensure_ca(cfg.proxy.ca_dir, cfg.qonic.api_url))
-    except UnsafeFile as err:
-        raise QonicProxyError(
-            f"[proxy] ca_dir {err.path} is {err.reason}, so others could swap the interception "
-            "CA; choose a folder of your own") from None
     except MissingCertificate as err:
         raise QonicProxyError(f"{err} holds no certificate; delete it to make a new CA") from None
     except OSError as err:

@@ -387,8 +387,9 @@ def test_a_foreign_writable_folder_is_refused(tmp_path: Path, monkeypatch) -> No
     os.chmod(folder, 0o777)  # noqa: S103 - the unsafe folder under test
     real_getuid = os.getuid
     monkeypatch.setattr(os, "getuid", lambda: real_getuid() + 1)  # as if someone else's folder
-    with pytest.raises(QonicProxyError, match="belongs to another user and others can write"):
+    with pytest.raises(QonicProxyError, match="is owned by another account") as caught:
         TokenStore(folder / "t.json", "k").save(tokens())
+    assert caught.value.exit_code == 78
 
 
 def test_a_save_into_a_reservation_replaces_the_cache(store: TokenStore) -> None:
