@@ -55,6 +55,7 @@ class Daemon:
         open_browser: Callable[[str], object] | None = webbrowser.open,
         notifier: Notifier | None = None,
         announce_ready: Callable[[str], None] | None = None,
+        scripted_browser: bool = False,
     ) -> None:
         self.cfg = cfg
         self.notifier = notifier or Notifier.from_env()
@@ -67,7 +68,7 @@ class Daemon:
             cfg, self.store, metrics=self.metrics, open_browser=open_browser,
             login_page_url=lambda: f"{self.listeners.reverse_url}/-/login"
             if self.listeners.reverse_port else None,
-            on_change=self._report_status,
+            on_change=self._report_status, scripted_browser=scripted_browser,
         )
         self.readiness = asyncio.Event()
         self._stop = asyncio.Event()
@@ -266,6 +267,8 @@ class Daemon:
         if self._run_task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._run_task, 10)
+        log.info("qonic-proxy stopped (pid %d, up %d s)", os.getpid(),
+                 time.monotonic() - self.started_at)
 
 
     async def _warn_unsaved(self) -> None:
