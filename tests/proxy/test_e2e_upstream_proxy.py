@@ -21,9 +21,9 @@ from tests.harness import (
     World,
     curl,
     http_request,
-    start_bystander,
     wait_for,
 )
+from tests.proxy.test_e2e_core import bystander  # noqa: F401 - the fixture
 from tests.tinyproxy import Tinyproxy, start_tinyproxy
 
 pytestmark = pytest.mark.e2e
@@ -41,15 +41,6 @@ def tinyproxy(tmp_path: Path) -> Iterator[Tinyproxy]:
         proxy.stop()
 
 
-@pytest.fixture
-def bystander(tmp_path: Path) -> Iterator[Bystander]:
-    servers = start_bystander(tmp_path)
-    try:
-        yield servers
-    finally:
-        servers.stop()
-
-
 def _through(world: World, proxy: Tinyproxy, password: str | None = None) -> str:
     """Point the config at the proxy; the sandbox's host:port (API and token endpoint)."""
     world.config["qonic"]["upstream_proxy"] = proxy.url(password)
@@ -63,8 +54,9 @@ def _assert_no_credentials(*texts: str) -> None:
         assert encoded not in text
 
 
-def test_everything_goes_through_the_upstream_proxy(world: World, daemons: list[DaemonProcess],
-                                                    tinyproxy: Tinyproxy, bystander: Bystander):
+def test_everything_goes_through_the_upstream_proxy(
+        world: World, daemons: list[DaemonProcess], tinyproxy: Tinyproxy,
+        bystander: Bystander):  # noqa: F811 - the fixture imported above
     api = _through(world, tinyproxy)
     daemon = world.daemon()
     daemons.append(daemon)
