@@ -112,7 +112,7 @@ def run_demo(*, port: int = 8080, forward_port: int = 8081, once: bool = False) 
 
 async def _demo(cfg: Config, sandbox: Sandbox, once: bool, requested: tuple[int, int]) -> int:
     daemon = Daemon(cfg, open_browser=scripted_browser(sandbox.ca_file),
-                    announce_ready=lambda line: None)
+                    announce_ready=lambda line: None, scripted_browser=True)
     daemon.install_signal_handlers()
     try:
         print(f"1. Sandbox (a local stand-in for api.qonic.com) is running at {sandbox.url}")

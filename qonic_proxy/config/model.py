@@ -5,8 +5,11 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from qonic_proxy.hosts import bracket
 
 APP_NAME = "qonic-proxy"
 ENV_CONFIG = "QONIC_PROXY_CONFIG"
@@ -17,11 +20,39 @@ SYSTEM_CONFIG_FILE = Path("/etc/qonic-proxy/config.toml")
 
 
 @dataclass(frozen=True)
+class UpstreamProxy:
+    """[qonic] upstream_proxy: an HTTP proxy every outbound connection tunnels through (CONNECT).
+
+    The credentials are never part of its repr or str: it is shown as `http://***@host:port`.
+    """
+
+    host: str
+    port: int
+    user: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def address(self) -> str:
+        return f"{bracket(self.host)}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"http://{'***@' if self.user is not None else ''}{self.address}"
+
+    def proxy_authorization(self) -> str | None:
+        """The Proxy-Authorization value (Basic) for the CONNECT, or None without credentials."""
+        if self.user is None:
+            return None
+        pair = f"{self.user}:{self.password or ''}".encode()
+        return "Basic " + base64.b64encode(pair).decode("ascii")
+
+
+@dataclass(frozen=True)
 class QonicSettings:
     api_url: str  # origin only, e.g. "https://api.qonic.com" (no trailing slash, no path)
     authorize_url: str
     token_url: str
     ca_file: Path | None
+    upstream_proxy: UpstreamProxy | None = None  # None = connect directly
 
 
 @dataclass(frozen=True)

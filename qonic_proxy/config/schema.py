@@ -14,7 +14,7 @@ from qonic_proxy.config.fields import shown, toml_type
 from qonic_proxy.errors import ConfigError
 
 KEYS: dict[str, tuple[str, ...]] = {
-    "qonic": ("api_url", "authorize_url", "token_url", "ca_file"),
+    "qonic": ("api_url", "authorize_url", "token_url", "ca_file", "upstream_proxy"),
     "oauth": (
         "client_id",
         "client_secret_file",

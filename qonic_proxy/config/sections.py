@@ -22,7 +22,13 @@ from qonic_proxy.config.model import (
     TokenSettings,
 )
 from qonic_proxy.config.secret import client_secret
-from qonic_proxy.config.validate import allowed_host, https_url, listen_host, redirect_uri
+from qonic_proxy.config.validate import (
+    allowed_host,
+    https_url,
+    listen_host,
+    redirect_uri,
+    upstream_proxy,
+)
 from qonic_proxy.hosts import LOOPBACK_NAMES
 from qonic_proxy.qonic import (
     AUTHORIZE_PATH,
@@ -62,7 +68,9 @@ def qonic_settings(sec: Section) -> QonicSettings:
                 f"{shown(ca_file, quote=False)} holds no PEM certificate",
                 "point it at a PEM bundle (-----BEGIN CERTIFICATE----- blocks)",
             )
-    return QonicSettings(api_url=api_url, ca_file=ca_file, **urls)
+    raw_proxy = sec.string("upstream_proxy")
+    via = None if raw_proxy is None else upstream_proxy(sec, "upstream_proxy", raw_proxy)
+    return QonicSettings(api_url=api_url, ca_file=ca_file, upstream_proxy=via, **urls)
 
 
 def check_client_id(sec: Section, client_id: str) -> None:

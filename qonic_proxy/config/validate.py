@@ -8,9 +8,10 @@ values only through `fields.shown`.
 from __future__ import annotations
 
 import ipaddress
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from qonic_proxy.config.fields import Section, may_hold_secret, shown
+from qonic_proxy.config.model import UpstreamProxy
 from qonic_proxy.hosts import authority, canonical_host, is_loopback_host
 from qonic_proxy.oauth.redirect import RedirectUriError, parse_loopback_redirect
 
@@ -62,6 +63,40 @@ def https_url(section: Section, key: str, value: str, *, origin_only: bool) -> s
         )
     path = "" if origin_only else parts.path
     return f"{scheme}://{authority(host, port, scheme)}{path}"
+
+
+PROXY_FIX = "write it as http://host:port or http://user:password@host:port"
+
+
+def upstream_proxy(section: Section, key: str, value: str) -> UpstreamProxy:
+    """`http://[user:password@]host:port`, the port given; never echoed (it may hold a password).
+
+    Only http:// (the proxy is spoken to in plain HTTP; the API's TLS runs inside the CONNECT
+    tunnel end to end), and nothing after the authority.
+    """
+    if not value or _has_space_or_control(value):
+        raise section.error(key, "the URL is empty or contains spaces", PROXY_FIX)
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise section.error(key, "is not a valid URL (bad port or brackets)", PROXY_FIX) from None
+    if parts.scheme.lower() != "http":
+        raise section.error(key, "must be an http:// proxy URL", PROXY_FIX)
+    host = canonical_host(parts.hostname or "")
+    if host is None:
+        raise section.error(key, "the host name is missing or invalid", PROXY_FIX)
+    if not port:
+        raise section.error(key, "the port is missing", PROXY_FIX)
+    if parts.path not in ("", "/") or "?" in value or "#" in value:
+        raise section.error(key, "must not have a path, query or fragment", PROXY_FIX)
+    user = password = None
+    if "@" in parts.netloc:
+        user = unquote(parts.username or "")
+        password = unquote(parts.password or "")
+        if not user:
+            raise section.error(key, "the user name before ':' is empty", PROXY_FIX)
+    return UpstreamProxy(host=host, port=port, user=user, password=password)
 
 
 def redirect_uri(section: Section, key: str, value: str) -> str:

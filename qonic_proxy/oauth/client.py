@@ -44,6 +44,7 @@ def _send(
         ca_file=cfg.qonic.ca_file,
         timeout=timeout,
         limit=MAX_TOKEN_RESPONSE,
+        via=cfg.qonic.upstream_proxy,
     )
     log.debug("token endpoint answered HTTP %d (%d bytes)", answer.status, len(answer.body))
     return parse_token_response(

@@ -10,6 +10,7 @@ from mitmproxy.proxy.mode_specs import ReverseMode
 
 from qonic_proxy.access.audit import AuditRecord
 from qonic_proxy.access.policy import Peer
+from qonic_proxy.hosts import bracket
 from qonic_proxy.metrics import Metrics
 from qonic_proxy.proxy.flow_state import flow_state
 
@@ -93,8 +94,11 @@ def body_size(message: http.Message) -> int | None:
 
 
 def loggable_target(flow: http.HTTPFlow) -> str:
-    """Host (forward mode only) and path without the query string: queries can carry secrets."""
+    """Destination (forward mode only) and path without the query string (queries can carry
+    secrets). The destination is where the request really went, host and port, never the
+    client's Host header."""
     path = flow.request.path.split("?", 1)[0][:300]
     if isinstance(flow.client_conn.proxy_mode, ReverseMode):
         return path
-    return f"{flow.request.scheme}://{flow.request.pretty_host}{path}"
+    request = flow.request
+    return f"{request.scheme}://{bracket(request.host)}:{request.port}{path}"

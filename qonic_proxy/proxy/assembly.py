@@ -16,6 +16,7 @@ from cryptography import x509
 from mitmproxy import certs, master, options
 from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
 from mitmproxy.proxy import context
+from mitmproxy.tls import TlsData
 
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import QonicProxyError
@@ -23,10 +24,11 @@ from qonic_proxy.files import UnsafeFile, ensure_private_dir
 from qonic_proxy.hosts import Origin
 from qonic_proxy.interception_ca import api_host, ensure_ca
 from qonic_proxy.proxy import mitm_patches
-from qonic_proxy.trust import TrustRoots, write_bundle
+from qonic_proxy.proxy.upstream_proxy import UpstreamProxyAddon
+from qonic_proxy.proxy.upstream_trust import UpstreamTrust, write_hashed_bundle
+from qonic_proxy.trust import TrustRoots
 
 STREAM_THRESHOLD = "1m"  # bodies above this stream through instead of being buffered
-TRUST_BUNDLE = "upstream-trust.pem"  # beside the interception CA in [proxy] ca_dir
 
 
 def mitm_modes(cfg: Config) -> list[str]:
@@ -67,8 +69,9 @@ class ApiHostTls(tlsconfig.TlsConfig):
     permitted subtree would make every client refuse the certificate.
     """
 
-    def __init__(self, host: str) -> None:
+    def __init__(self, host: str, trust: UpstreamTrust | None = None) -> None:
         super().__init__()
+        self._trust = trust
         try:
             self._name: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
         except ValueError:
@@ -79,13 +82,19 @@ class ApiHostTls(tlsconfig.TlsConfig):
         common_name = str(self._name.value) if isinstance(self._name, x509.DNSName) else None
         return self.certstore.get_cert(common_name, [self._name], "qonic-proxy")
 
+    def tls_start_server(self, tls_start: TlsData) -> None:
+        """Before each TLS handshake with the API: a changed ca_file counts from now on."""
+        if self._trust is not None:
+            self._trust.check()
+        super().tls_start_server(tls_start)
+
 
 def upstream_trust_bundle(roots: TrustRoots, ca_dir: Path) -> Path:
     """The PEM mitmproxy verifies Qonic with: the same roots as every other connection.
 
     mitmproxy's option *replaces* its trust store, so the whole decision is written out, always.
     """
-    return write_bundle(roots, ca_dir / TRUST_BUNDLE)
+    return write_hashed_bundle(roots, ca_dir)
 
 
 def mitm_options(cfg: Config, ca_dir: Path, trust_bundle: Path) -> options.Options:
@@ -101,17 +110,30 @@ def mitm_options(cfg: Config, ca_dir: Path, trust_bundle: Path) -> options.Optio
     )
 
 
-def build_master(cfg: Config, addon: Any, roots: TrustRoots) -> master.Master:
+def upstream_trust(cfg: Config) -> UpstreamTrust:
+    """The interception CA folder prepared, and the API trust written into it."""
+    return UpstreamTrust(cfg.qonic.ca_file, prepare_ca_dir(cfg))
+
+
+def build_master(cfg: Config, addon: Any, trust: UpstreamTrust) -> master.Master:
     """A ready-to-run Master with our patches and `addon`; call inside the event loop."""
-    ca_dir = prepare_ca_dir(cfg)
     mitm_patches.install()
-    opts = mitm_options(cfg, ca_dir, upstream_trust_bundle(roots, ca_dir))
+    opts = mitm_options(cfg, trust.folder, trust.bundle)
     mitm = master.Master(opts, with_termlog=False)
     mitm_patches.drop_legacy_log_bridge()
     # One addon of ours, not three: mitmproxy visits every addon for every event (~9 µs
-    # each), so readiness and the in-flight count live in QonicAddon too.
+    # each), so readiness and the in-flight count live in QonicAddon too. The upstream proxy's
+    # addon is there only when one is configured.
+    extra = [] if cfg.qonic.upstream_proxy is None else [
+        UpstreamProxyAddon(cfg.qonic.upstream_proxy)]
     mitm.addons.add(core.Core(), proxyserver.Proxyserver(),  # type: ignore[no-untyped-call]
-                    next_layer.NextLayer(), ApiHostTls(api_host(cfg.qonic.api_url)), addon)
+                    next_layer.NextLayer(), *extra,
+                    ApiHostTls(api_host(cfg.qonic.api_url), trust), addon)
+
+    def point_mitmproxy_at(changed: UpstreamTrust) -> None:
+        mitm.options.update(ssl_verify_upstream_trusted_ca=str(changed.bundle))  # type: ignore[no-untyped-call]
+
+    trust.subscribe(point_mitmproxy_at)
     mitm.options.update(  # type: ignore[no-untyped-call]
         stream_large_bodies=STREAM_THRESHOLD,
         connection_strategy="lazy",

@@ -26,17 +26,17 @@ from qonic_proxy.errors import QonicProxyError
 from qonic_proxy.hosts import Origin, is_loopback_host
 from qonic_proxy.metrics import Metrics
 from qonic_proxy.proxy.addon import QonicAddon
-from qonic_proxy.proxy.assembly import STREAM_THRESHOLD, build_master
+from qonic_proxy.proxy.assembly import STREAM_THRESHOLD, build_master, upstream_trust
 from qonic_proxy.proxy.client_key import load_or_create_key
 from qonic_proxy.proxy.guard import Guard
 from qonic_proxy.proxy.listeners import ListenerInfo
+from qonic_proxy.proxy.upstream_trust import UpstreamTrust
 from qonic_proxy.runtime_file import DaemonRecord, RuntimeFile, record_for
 from qonic_proxy.sdnotify import Notifier
 from qonic_proxy.tokens.outage import whole_seconds
 from qonic_proxy.tokens.service import TokenService
 from qonic_proxy.tokens.store import TokenStore, cache_key
 from qonic_proxy.tokens.timing import SAVE_RETRY_INTERVAL
-from qonic_proxy.trust import ssl_context, trust_roots
 
 log = logging.getLogger("qonic_proxy.daemon")
 
@@ -55,6 +55,7 @@ class Daemon:
         open_browser: Callable[[str], object] | None = webbrowser.open,
         notifier: Notifier | None = None,
         announce_ready: Callable[[str], None] | None = None,
+        scripted_browser: bool = False,
     ) -> None:
         self.cfg = cfg
         self.notifier = notifier or Notifier.from_env()
@@ -67,7 +68,7 @@ class Daemon:
             cfg, self.store, metrics=self.metrics, open_browser=open_browser,
             login_page_url=lambda: f"{self.listeners.reverse_url}/-/login"
             if self.listeners.reverse_port else None,
-            on_change=self._report_status,
+            on_change=self._report_status, scripted_browser=scripted_browser,
         )
         self.readiness = asyncio.Event()
         self._stop = asyncio.Event()
@@ -87,7 +88,7 @@ class Daemon:
         if not is_loopback_host(self.cfg.proxy.listen_host):
             log.warning("LISTENING ON %s, NOT LOOPBACK: other machines can reach this proxy; "
                         "each request must carry the client key", self.cfg.proxy.listen_host)
-        roots = trust_roots(self.cfg.qonic.ca_file)  # mitmproxy and the 401 replay alike
+        self.trust = upstream_trust(self.cfg)  # mitmproxy and the 401 replay alike
         if self.cfg.access.audit_log is not None:
             self.audit = AuditLog(self.cfg.access.audit_log)
         access = Policy(users=frozenset(self.cfg.access.users),
@@ -97,10 +98,11 @@ class Daemon:
         self.addon = QonicAddon(
             api_origin=self.api_origin, tokens=self.tokens, metrics=self.metrics,
             guard=guard, listeners=self.listeners, status_extra=self._listener_status,
-            upstream_tls=ssl_context(roots), key=key, on_running=self.readiness.set,
+            upstream_tls=self.trust.context, key=key, on_running=self.readiness.set,
             access=access, audit=self.audit, config_path=self.cfg.path,
         )
-        self._master = build_master(self.cfg, self.addon, roots)
+        self.trust.subscribe(self._new_trust)
+        self._master = build_master(self.cfg, self.addon, self.trust)
         self._run_task = asyncio.get_running_loop().create_task(self._master.run())
         waiter = asyncio.get_running_loop().create_task(self.readiness.wait())
         await asyncio.wait({waiter, self._run_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -215,8 +217,13 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload)
 
+    def _new_trust(self, trust: UpstreamTrust) -> None:
+        self.addon.upstream_tls = trust.context  # the 401 replay
+
     def _reload(self) -> None:
-        log.info("SIGHUP: re-reading the token cache")
+        log.info("SIGHUP: re-reading the token cache and the CA certificates")
+        if self._master is not None:
+            self.trust.reload()
         if self.audit is not None:
             try:
                 self.audit.reopen()
@@ -260,6 +267,8 @@ class Daemon:
         if self._run_task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._run_task, 10)
+        log.info("qonic-proxy stopped (pid %d, up %d s)", os.getpid(),
+                 time.monotonic() - self.started_at)
 
 
     async def _warn_unsaved(self) -> None:

@@ -1,7 +1,8 @@
 """Send a request again, once, with a fresh token, after Qonic answered 401.
 
 mitmproxy cannot restart a flow from an addon, so the one retry is made here with http.client
-(to the exact API origin, TLS verified against the same trust as mitmproxy uses) and its answer
+(to the exact API origin, TLS verified against the same trust as mitmproxy uses, through the
+`[qonic] upstream_proxy` tunnel when one is set) and its answer
 becomes the client's response. Only small requests are retried (their body was kept), and only
 answers up to MAX_RETRY_RESPONSE are taken; anything larger is left to the client's own retry,
 which succeeds because the token was refreshed already.
@@ -13,12 +14,13 @@ import asyncio
 import logging
 import ssl
 from dataclasses import dataclass
-from http import client as http_client
 
 from mitmproxy import http
 
-from qonic_proxy.hosts import Origin
+from qonic_proxy.config.model import UpstreamProxy
+from qonic_proxy.hosts import Origin, bracket
 from qonic_proxy.metrics import Metrics
+from qonic_proxy.oauth.tunnel import connect, open_connection
 from qonic_proxy.proxy.flow_state import flow_state
 from qonic_proxy.proxy.inject import answer_without_token
 from qonic_proxy.proxy.responses import short_path
@@ -39,12 +41,13 @@ class RetryAnswer:
     body: bytes
 
 
-def resend(*, host: str, port: int, context: ssl.SSLContext, method: str, target: str,
+def resend(*, host: str, port: int, context: ssl.SSLContext | None, method: str, target: str,
            headers: list[tuple[str, str]], body: bytes | None, timeout: float = 60,
-           ) -> RetryAnswer | None:
+           via: UpstreamProxy | None = None) -> RetryAnswer | None:
     """Blocking (run it in a thread). None when the answer is too large to hold."""
-    connection = http_client.HTTPSConnection(host, port, context=context, timeout=timeout)
+    connection = open_connection(host, port, tls=context, via=via, timeout=timeout)
     try:
+        connect(connection, via, f"{bracket(host)}:{port}")
         connection.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
         for name, value in headers:
             if name.lower() not in HOP_BY_HOP:
@@ -90,8 +93,10 @@ async def after_unauthorized(flow: http.HTTPFlow, *, tokens: TokenService, api_o
     if not any(k.lower() == "host" for k, _ in headers):
         headers.insert(0, ("Host", api_origin.authority))
     answer = await asyncio.to_thread(
-        resend, host=api_origin.host, port=api_origin.port, context=context,
-        method=request.method, target=request.path, headers=headers, body=request.raw_content)
+        resend, host=api_origin.host, port=api_origin.port,
+        context=context if api_origin.scheme == "https" else None,  # http: a loopback api_url
+        method=request.method, target=request.path, headers=headers, body=request.raw_content,
+        via=tokens.cfg.qonic.upstream_proxy)
     if answer is None:
         log.info("the retried answer is too large to hold; the client gets the 401 and "
                  "its own retry will use the refreshed token")

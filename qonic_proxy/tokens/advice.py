@@ -21,8 +21,13 @@ def no_browser_here(environ: Mapping[str, str]) -> bool:
     return not any(environ.get(name) for name in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER"))
 
 
-def login_advice(*, page: str | None, authorize_url: str | None, headless: bool) -> str:
-    """The sentence for the log, /-/health `action`, STATUS= and the 401 JSON."""
+def login_advice(*, page: str | None, authorize_url: str | None, headless: bool,
+                 last_error: str | None = None) -> str:
+    """The sentence for the log, /-/health `action`, STATUS= and the 401 JSON; after a failed
+    login it starts with that failure's cause (a wrong client secret, a refused proxy, ...)."""
+    if last_error:
+        steps = login_advice(page=page, authorize_url=authorize_url, headless=headless)
+        return f"The last login failed: {last_error.rstrip('.')}. {steps}"
     if headless:
         if authorize_url:
             return f"Log in to Qonic: open {authorize_url} in any browser, {PASTE_BACK}."
@@ -39,8 +44,20 @@ def announcement(authorize_url: str, *, headless: bool) -> str:
     return f"login needed: open this URL in a browser: {authorize_url}"
 
 
-def announce_login(log: logging.Logger, authorize_url: str, *, headless: bool) -> None:
-    """Log the announcement; printed when the log level hides warnings: it starts the login."""
+def announce_login(log: logging.Logger, authorize_url: str, *, headless: bool,
+                   replacing: bool = False, scripted: bool = False) -> None:
+    """Log the announcement; printed when the log level hides warnings: it starts the login.
+
+    Not a warning when nobody needs to act: a scripted browser (the demo) does the login, or a
+    login asked for while logged in (`/-/login`) replaces a token that still works.
+    """
+    if scripted:
+        log.info("logging in with the scripted browser; no browser needed")
+        return
+    if replacing:
+        log.info("a new login was started while logged in (the current token is used until it "
+                 "completes): open this URL in a browser: %s", authorize_url)
+        return
     line = announcement(authorize_url, headless=headless)
     if log.isEnabledFor(logging.WARNING):
         log.warning("%s", line)

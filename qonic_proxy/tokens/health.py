@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from qonic_proxy.tokens.advice import login_advice, no_browser_here
 from qonic_proxy.tokens.outage import OUTAGE_ACTION, whole_seconds
 
 if TYPE_CHECKING:
@@ -46,7 +47,10 @@ def health_body(service: TokenService) -> dict[str, Any]:
         elif usable:
             body["refresh_failing"] = failing
     if not usable and not blocked:
-        body["action"] = service.what_to_do()
+        # the steps only: the cause of a failed login has its own field below
+        body["action"] = login_advice(page=service.login_page_url(),
+                                      authorize_url=service.pending_authorize_url,
+                                      headless=no_browser_here(service.environ))
         if service.last_login_error:
             body["last_login_error"] = service.last_login_error
     reason = service.unsaved_reason

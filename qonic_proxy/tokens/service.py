@@ -66,6 +66,7 @@ class TokenService:
         monotonic: Callable[[], float] = time.monotonic,
         uniform: Callable[[float, float], float] = random.uniform,
         environ: Mapping[str, str] = os.environ,
+        scripted_browser: bool = False,  # the demo's: nobody needs to open the URL
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -75,6 +76,7 @@ class TokenService:
         self.on_change = on_change
         self.clock = clock
         self.environ = environ
+        self.scripted_browser = scripted_browser
         self._tokens: TokenSet | None = None
         self._refresh_lock = asyncio.Lock()
         self._login: LoginAttempt | None = None
@@ -169,7 +171,8 @@ class TokenService:
     def what_to_do(self) -> str:
         """The one sentence shown to people and scripts when a login is needed."""
         return login_advice(page=self.login_page_url(), authorize_url=self.pending_authorize_url,
-                            headless=no_browser_here(self.environ))
+                            headless=no_browser_here(self.environ),
+                            last_error=None if self.is_usable() else self.last_login_error)
 
     def health(self) -> dict[str, Any]:  # the /-/health body (no secret in it)
         return health_body(self)
@@ -344,11 +347,11 @@ class TokenService:
             return pending_url
         attempt = LoginAttempt(self.cfg)
         await attempt.start()
-        self._login = attempt
-        self._login_received = False
+        self._login, self._login_received = attempt, False
         self._login_task = asyncio.get_running_loop().create_task(self._finish_login(attempt))
         self.on_change()
-        announce_login(log, attempt.authorize_url, headless=no_browser_here(self.environ))
+        announce_login(log, attempt.authorize_url, headless=no_browser_here(self.environ),
+                       replacing=self.is_usable(), scripted=self.scripted_browser)
         if self.cfg.oauth.open_browser and self.open_browser is not None:
             open_browser_in_background(self.open_browser, attempt.start_url)
         return attempt.authorize_url
@@ -373,8 +376,8 @@ class TokenService:
         self._count("logins", "ok")
         if self._unsaved.tokens is not tokens:
             self._unsaved.saved()
-        self._adopt(tokens)
-        log.info("logged in to Qonic; token valid for %s s", rounded(self.seconds_until_expiry()))
+        self._adopt(tokens)  # the "logged in" line itself comes from the login (oauth.callback)
+        log.info("the new token is in use; valid for %s s", rounded(self.seconds_until_expiry()))
 
     async def _cancel_login(self, why: str) -> None:
         """Stop a pending login (it holds the callback port) that is no longer needed."""

@@ -62,3 +62,12 @@ def test_demo_twice_keeps_its_ports_and_port_zero_names_real_ones(tmp_path: Path
     assert f"reverse http://127.0.0.1:{wanted[0]}, forward http://127.0.0.1:{wanted[1]}" in (
         again.stdout), again.stdout
     assert "was busy" not in again.stdout
+
+
+@pytest.mark.e2e
+def test_the_demo_asks_nobody_to_open_a_browser(tmp_path: Path) -> None:
+    run = new_user(tmp_path).run("demo", "--once", "--port", "0", "--forward-port", "0",
+                                 timeout=120)
+    assert run.returncode == 0, run.stderr
+    output = run.stdout + run.stderr
+    assert "login needed" not in output and "open this URL" not in output, output

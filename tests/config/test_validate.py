@@ -186,3 +186,67 @@ def test_http_is_accepted_for_a_loopback_api_url(url: str, expected: str) -> Non
 def test_http_is_accepted_for_loopback_oauth_urls(key: str) -> None:
     url = "http://127.0.0.1:9000/oauth/x"
     assert getattr(parse(minimal(qonic={key: url})).qonic, key) == url
+
+
+# ----- [qonic] upstream_proxy -------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("given", "host", "port", "user", "password", "shown"),
+    [
+        ("http://proxy.example:3128", "proxy.example", 3128, None, None,
+         "http://proxy.example:3128"),
+        ("HTTP://Proxy.Example:8080/", "proxy.example", 8080, None, None,
+         "http://proxy.example:8080"),
+        ("http://alice:p%40ss%3Aw@10.0.0.1:3128", "10.0.0.1", 3128, "alice", "p@ss:w",
+         "http://***@10.0.0.1:3128"),
+        ("http://bob@[::1]:3128", "::1", 3128, "bob", "", "http://***@[::1]:3128"),
+    ],
+)
+def test_upstream_proxy_is_parsed(given: str, host: str, port: int, user: str | None,
+                                  password: str | None, shown: str) -> None:
+    via = parse(minimal(qonic={"upstream_proxy": given})).qonic.upstream_proxy
+    assert via is not None
+    assert (via.host, via.port, via.user, via.password) == (host, port, user, password)
+    assert str(via) == shown
+    if password:
+        assert password not in repr(via) and password not in repr(parse(minimal(
+            qonic={"upstream_proxy": given})))
+
+
+def test_no_upstream_proxy_by_default() -> None:
+    assert parse(minimal()).qonic.upstream_proxy is None
+
+
+def test_upstream_proxy_authorization_is_basic() -> None:
+    via = parse(minimal(qonic={"upstream_proxy": "http://u:p@h:1"})).qonic.upstream_proxy
+    assert via is not None and via.proxy_authorization() == "Basic dTpw"
+    plain = parse(minimal(qonic={"upstream_proxy": "http://h:1"})).qonic.upstream_proxy
+    assert plain is not None and plain.proxy_authorization() is None
+
+
+@pytest.mark.parametrize(
+    ("given", "why"),
+    [
+        ("https://u:" + SECRET + "@proxy:3128", "must be an http:// proxy URL"),
+        ("socks5://proxy:1080", "must be an http:// proxy URL"),
+        ("http://u:" + SECRET + "@proxy", "the port is missing"),
+        ("http://proxy:0", "the port is missing"),
+        ("http://proxy:99999", "bad port"),
+        ("http://:3128", "host name is missing"),
+        ("http://proxy:3128/path", "must not have a path"),
+        ("http://u:" + SECRET + "@proxy:3128/?q=1", "must not have a path"),
+        ("http://:" + SECRET + "@proxy:3128", "user name"),
+        ("http://proxy :3128", "spaces"),
+        ("", "empty"),
+    ],
+)
+def test_bad_upstream_proxy_is_a_config_error_without_the_password(given: str, why: str) -> None:
+    message = config_error(minimal(qonic={"upstream_proxy": given}), "qonic", "upstream_proxy")
+    assert why in message
+    assert SECRET not in message
+    assert "http://host:port" in message
+
+
+def test_upstream_proxy_must_be_a_string() -> None:
+    message = config_error(minimal(qonic={"upstream_proxy": 3128}), "qonic", "upstream_proxy")
+    assert "a string" in message
