@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qonic_proxy.access.rules import RuleSet
+
 APP_NAME = "qonic-proxy"
 ENV_CONFIG = "QONIC_PROXY_CONFIG"
 ENV_SECRET = "QONIC_CLIENT_SECRET"  # noqa: S105 - a variable name, not a secret
@@ -58,6 +60,7 @@ class AccessSettings:
     users: tuple[int, ...] = ()
     read_only: tuple[int, ...] = ()
     audit_log: Path | None = None
+    rules: tuple[tuple[int, RuleSet], ...] = ()  # [access.rules]: (uid, its rule set)
 
 
 @dataclass(frozen=True)
