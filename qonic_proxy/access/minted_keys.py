@@ -27,6 +27,8 @@ log = logging.getLogger("qonic_proxy.access")
 
 PREFIX = "qpk."
 KEYS_PATH = "/-/keys"  # POST mints, DELETE /-/keys/ID revokes (reverse listener)
+PID_HEADER = "X-Qonic-Proxy-Pid"  # the process a key lives with
+READ_ONLY_HEADER = "X-Qonic-Proxy-Read-Only"  # "1": GET, HEAD and OPTIONS only
 MAX_LIVE_KEYS = 1024
 POLL_EVERY = 1.0  # seconds, only where pidfd_open is missing
 

@@ -22,7 +22,14 @@ from typing import Any
 
 from mitmproxy import http
 
-from qonic_proxy.access.minted_keys import KEYS_PATH, Grant, MintedKeys, MintError
+from qonic_proxy.access.minted_keys import (
+    KEYS_PATH,
+    PID_HEADER,
+    READ_ONLY_HEADER,
+    Grant,
+    MintedKeys,
+    MintError,
+)
 from qonic_proxy.metrics import Metrics
 from qonic_proxy.oauth.paste import ADDRESS_HEADER, PASTE_HEADER, PASTE_PATH
 from qonic_proxy.proxy.responses import json_response
@@ -30,8 +37,6 @@ from qonic_proxy.tokens.paste_login import paste_into
 from qonic_proxy.tokens.service import TokenService
 
 MAX_PASTE_BODY = 16 * 1024
-PID_HEADER = "X-Qonic-Proxy-Pid"
-READ_ONLY_HEADER = "X-Qonic-Proxy-Read-Only"
 
 
 @dataclass(frozen=True)
