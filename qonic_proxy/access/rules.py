@@ -57,8 +57,9 @@ class Rule:
                 continue
             if segment in (".", "..") or not LITERAL.fullmatch(segment):
                 raise RuleError(
-                    f"the segment {segment!r} in {text!r} is not a literal of letters, digits "
-                    "and -._~!$&'()+,;=:@, nor * (one segment) or ** (any depth)")
+                    f"the segment {segment!r} in {text!r} is not a literal (letters, digits, "
+                    "-._~ and the other characters a path segment may hold unescaped), nor * "
+                    "(one segment) or ** (any depth)")
         return cls(method, segments, text)
 
     def matches(self, method: str, segments: tuple[str, ...]) -> bool:
