@@ -34,6 +34,10 @@ except u.HTTPError as e: print(e.code)'
 """
 
 
+def read_and_write(world: World) -> str:
+    return READ_AND_WRITE.format(api=world.api, body=world.tmp / "post.json")
+
+
 def api_ok(world: World) -> int:
     return int(world.sandbox.stats()["api"]["ok"])
 
@@ -71,7 +75,7 @@ def test_exec_read_only_lets_children_only_read_in_both_modes(world: World, daem
             stack.enter_context(running_daemon(world, config))
         before = api_ok(world)
         result = world.cli("exec", "--read-only", "--", "sh", "-c",
-                           READ_AND_WRITE.format(api=world.api, body=world.tmp / "post.json"), config=config)
+                           read_and_write(world), config=config)
         check_read_only(world, result, before)
 
 
@@ -167,7 +171,7 @@ def test_env_read_only_is_tied_to_the_evaluating_shell(world: World) -> None:
     with running_daemon(world, config):
         before = api_ok(world)
         result = shell_with_env(world, config, f'echo "$QONIC_API_URL" > {seen}\n' +
-                                READ_AND_WRITE.format(api=world.api, body=world.tmp / "post.json"), "--read-only")
+                                read_and_write(world), "--read-only")
         check_read_only(world, result, before)
         key = minted_from(seen.read_text().strip())
         wait_for_status(world, config, key, "401")  # the shell is gone: so is its key
