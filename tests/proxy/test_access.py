@@ -286,10 +286,11 @@ def test_only_identified_accounts_or_configured_key_holders_mint(
     uid[0] = REPORTER  # rules and read-only accounts may mint (at most their rights)
     status, body = mint(addon)
     assert status == 403 and "your own" in str(body["message"])  # our pid is not theirs
-    uid[0] = READER
-    flow = reverse_flow(b"POST", "/-/keys", ((b"origin", b"https://evil.example"),
+    uid[0] = READER  # a same-site browser request (the guard lets it by) is refused too
+    flow = reverse_flow(b"POST", "/-/keys", ((b"sec-fetch-site", b"same-origin"),
                                              (b"x-qonic-proxy-pid", b"1")))
-    assert sent(addon, flow)[0] == 403
+    status, body = sent(addon, flow)
+    assert status == 403 and body["error"] == "not_for_browsers"
 
 
 def test_a_configured_key_holder_mints_and_revokes(

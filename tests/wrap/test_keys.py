@@ -79,6 +79,18 @@ def test_exec_read_only_lets_children_only_read_in_both_modes(world: World, daem
         check_read_only(world, result, before)
 
 
+def test_a_private_read_only_proxy_refuses_writes_even_without_the_key(world: World) -> None:
+    """The private proxy serves this child only: it limits our own account, key or no key."""
+    keyless = """
+        reverse=$(echo "$QONIC_API_URL" | sed 's|//[^@]*@|//|')
+        curl -s -o /dev/null -w '%{http_code}\\n' --max-time 20 -X POST "$reverse/echo"
+        curl -s -o /dev/null -w '%{http_code}\\n' --max-time 20 "$reverse/echo"
+        """
+    result = world.cli("exec", "--read-only", "--", "sh", "-c", keyless)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["403", "200"]
+
+
 def test_exec_without_narrowing_hands_out_no_key(world: World) -> None:
     config = daemon_config(world, "nokey.toml")
     with running_daemon(world, config):
