@@ -12,9 +12,11 @@ import functools
 import os
 import pwd
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from qonic_proxy.access.peer import peer_uid
+from qonic_proxy.access.rules import RuleSet
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOG_EVERY = 60.0  # seconds: a refused account is logged at most once a minute
@@ -50,17 +52,40 @@ class Policy:
     users: frozenset[int] = frozenset()
     read_only: frozenset[int] = frozenset()
     owner: int = field(default_factory=os.geteuid)
+    rules: Mapping[int, RuleSet] = field(default_factory=dict)
     _logged: dict[int, float] = field(default_factory=dict, repr=False)
 
     def allows(self, peer: Peer) -> bool:
         """False only for an identified account that is not ours, root, or listed."""
         if peer.uid is None:
             return True
-        return peer.uid in (self.owner, 0) or peer.uid in self.users or peer.uid in self.read_only
+        return (peer.uid in (self.owner, 0) or peer.uid in self.users
+                or peer.uid in self.read_only or peer.uid in self.rules)
 
     def may(self, peer: Peer, method: str) -> bool:
         """Whether `peer` may send `method` (read-only accounts: GET, HEAD, OPTIONS)."""
         return peer.uid not in self.read_only or method.upper() in SAFE_METHODS
+
+    def limit(self, peer: Peer, method: str, path: str, *, narrowed: bool = False,
+              endpoint: bool = False) -> tuple[str, str] | None:
+        """(error, message) when `peer` may not send this request, else None.
+
+        An account with a rule set may send what one of its rules matches; at our own endpoints
+        (`endpoint`) it is limited like a read-only account. `narrowed`: the request carries a
+        read-only minted key, which limits any account to GET, HEAD and OPTIONS on top.
+        """
+        rule_set = None if peer.uid is None else self.rules.get(peer.uid)
+        if rule_set is not None and not endpoint and not rule_set.allows(method, path):
+            return "rule_refused", rule_message(peer, rule_set, method)
+        if method.upper() in SAFE_METHODS:
+            return None
+        if narrowed:
+            return "read_only", (f"this request carries a read-only key (exec or env "
+                                 f"--read-only): {method[:20]} is refused, only GET, HEAD and "
+                                 "OPTIONS are allowed.")
+        if rule_set is not None and endpoint or not self.may(peer, method):
+            return "read_only", read_only_message(peer, method)
+        return None
 
     def should_log(self, peer: Peer, now: float | None = None) -> bool:
         """True at most once per account per LOG_EVERY seconds."""
@@ -84,6 +109,12 @@ def refused_message(peer: Peer, config_path: object) -> str:
 def read_only_message(peer: Peer, method: str) -> str:
     return (f"the local account {peer.describe()} is read-only here ([access] read_only): "
             f"{method[:20]} is refused, only GET, HEAD and OPTIONS are allowed.")
+
+
+def rule_message(peer: Peer, rule_set: RuleSet, method: str) -> str:
+    return (f"the local account {peer.describe()} may only send what its rule set "
+            f"{rule_set.name!r} ([access.rules]) allows; this {method[:20]} request matches none "
+            f"of its rules: {', '.join(rule.text for rule in rule_set.rules)[:300]}.")
 
 
 def connection_allowed(sockname: object, peername: object, users: tuple[int, ...] = (),

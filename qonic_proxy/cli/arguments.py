@@ -63,7 +63,13 @@ def status_arguments(parser: argparse.ArgumentParser) -> None:
                         help="machine-readable output (default: text)")
 
 
+READ_ONLY_HELP = ("let the programs send only GET, HEAD and OPTIONS (403 for anything else, "
+                  "before it goes upstream) with a key that dies with {what} (default: off)")
+
+
 def exec_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--read-only", action="store_true",
+                        help=READ_ONLY_HELP.format(what="exec"))
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ...",
                         help="the command to run and its arguments (required)")
 
@@ -97,6 +103,8 @@ def env_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of the `env` verb."""
     parser.add_argument("--shell", choices=SHELLS, default="sh",
                         help="the shell to print for (default: sh, for bash, zsh, dash, ...)")
+    parser.add_argument("--read-only", action="store_true",
+                        help=READ_ONLY_HELP.format(what="the shell that evaluates the exports"))
     parser.add_argument("--unset", action="store_true",
                         help="print the lines that undo a previous `qonic-proxy env` "
                              "(default: print the exports)")

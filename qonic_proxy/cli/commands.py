@@ -50,7 +50,9 @@ EXEC_DESCRIPTION = (
     f"{', '.join(CA_VARIABLES)} (a CA bundle that also trusts the proxy's CA), "
     "NODE_USE_ENV_PROXY=1 and $QONIC_PROXY_CONFIG. It uses the daemon running for this config, "
     "or starts a private one (loopback, free ports) for CMD's lifetime. The token is never put "
-    "in the environment or argv. Signals are forwarded; the exit status is CMD's."
+    "in the environment or argv, nor the configured client key: where CMD needs a key (the "
+    "daemon requires one, or --read-only), the daemon mints one that dies with exec. Signals "
+    "are forwarded; the exit status is CMD's."
 )
 
 COMMANDS: tuple[Command, ...] = (

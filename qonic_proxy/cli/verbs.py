@@ -91,7 +91,7 @@ def token(args: argparse.Namespace, env: Environment) -> int:
 def env(args: argparse.Namespace, env: Environment) -> int:
     from qonic_proxy.wrap.shell_exports import shell_exports
 
-    env.print(shell_exports(load(args), args.shell, args.unset))
+    env.print(shell_exports(load(args), args.shell, args.unset, read_only=args.read_only))
     return ExitStatus.OK
 
 
@@ -105,7 +105,7 @@ def exec_(args: argparse.Namespace, env: Environment) -> int:
     if not command:
         raise UsageError("exec needs a command: qonic-proxy exec -- CMD ARGS...")
     configure_logging(args.log_level, "text")
-    return run_command(load_with_daemon(args), command)
+    return run_command(load_with_daemon(args), command, read_only=args.read_only)
 
 
 def ca(args: argparse.Namespace, env: Environment) -> int:

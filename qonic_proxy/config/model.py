@@ -9,6 +9,7 @@ import base64
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qonic_proxy.access.rules import RuleSet
 from qonic_proxy.hosts import bracket
 
 APP_NAME = "qonic-proxy"
@@ -89,6 +90,7 @@ class AccessSettings:
     users: tuple[int, ...] = ()
     read_only: tuple[int, ...] = ()
     audit_log: Path | None = None
+    rules: tuple[tuple[int, RuleSet], ...] = ()  # [access.rules]: (uid, its rule set)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     ),
     "proxy": ("listen_host", "port", "forward_port", "allowed_hosts", "client_key_file", "ca_dir"),
     "token": ("cache_file", "refresh_margin"),
-    "access": ("users", "read_only", "audit_log"),
+    "access": ("users", "read_only", "audit_log", "rules"),
 }
 
 

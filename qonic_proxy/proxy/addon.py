@@ -9,6 +9,7 @@ our header.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import ssl
 import time
@@ -19,7 +20,7 @@ from mitmproxy import connection, http, tls
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from qonic_proxy.access.audit import AuditLog
-from qonic_proxy.access.policy import Policy, read_only_message, refused_message
+from qonic_proxy.access.policy import Policy, refused_message
 from qonic_proxy.hosts import Origin
 from qonic_proxy.metrics import Metrics
 from qonic_proxy.proxy import (
@@ -42,7 +43,6 @@ from qonic_proxy.proxy.responses import (
     internal_error,
     key_required,
     peer_refused,
-    read_only_refused,
     refuse,
     short_path,
 )
@@ -78,8 +78,8 @@ class QonicAddon:
         self.guard = guard
         self.listeners = listeners
         self.upstream_tls = upstream_tls
-        self.key_check = KeyCheck(key) if key is not None else None
-        self.endpoints = Endpoints(tokens, metrics, status_extra)
+        self.key_check = KeyCheck(key)
+        self.endpoints = Endpoints(tokens, metrics, status_extra, self.key_check.minted)
         self.on_running = on_running
         self.peer_check = PeerCheck(access) if access is not None else None
         self.audit = audit
@@ -133,8 +133,6 @@ class QonicAddon:
             log.exception("internal error while checking the account of a CONNECT")
             flow.response = internal_error()
             return
-        if self.key_check is None:
-            return
         try:
             if self.key_check.connect(flow):
                 return
@@ -178,13 +176,14 @@ class QonicAddon:
         if shape is not None:
             return refuse(flow, shape, self.metrics)
         credentials = Credentials.take(request)
+        keyed = self.key_check.presented(flow, credentials)
         if self._refused_peer(flow):
             return None
         addressed = routing.addressed_to_us(flow, self.guard, self.listeners)
         refusal = self.guard.refusal(request, addressed)
         if refusal is not None:
             return refuse(flow, refusal, self.metrics)
-        if self.key_check is not None and not self.key_check.presented(flow, credentials):
+        if not keyed:
             self.metrics.rejected.inc("client_key")
             log.warning("refused %s %s: no valid client key", request.method, short_path(request))
             status = 401 if isinstance(flow.client_conn.proxy_mode, ReverseMode) else 407
@@ -194,7 +193,8 @@ class QonicAddon:
         if isinstance(destination, Refusal):
             return refuse(flow, destination, self.metrics)
         if destination is routing.Route.ENDPOINT:
-            return answer_locally(flow, await self.endpoints.answer(request), self.metrics)
+            caller = self.key_check.caller(flow, self.peer_check)
+            return answer_locally(flow, await self.endpoints.answer(request, caller), self.metrics)
         if destination is routing.Route.API:
             access_log.mark_token_path(flow)
             no_token = await add_token(flow, self.tokens, self.api_origin)
@@ -214,10 +214,10 @@ class QonicAddon:
         method = flow.request.method
         if not policy.allows(peer):
             refusal = peer_refused(refused_message(peer, self.config_path))
-        elif not connect and not policy.may(peer, method):
-            refusal = read_only_refused(read_only_message(peer, method))
-        else:
+        elif connect or (limit := self.peer_check.limit(flow, peer)) is None:
             return False
+        else:
+            refusal = Refusal(403, *limit)
         if policy.should_log(peer):
             log.warning("refused %s %s from the local account %s: %s (logged once a minute per "
                         "account)", method, short_path(flow.request), peer.describe(),
@@ -235,9 +235,10 @@ class QonicAddon:
         if self.audit is None or self.peer_check is None:
             return
         record = access_log.audit_record(flow, status, self.peer_check.peer(flow.client_conn),
-                                         keyed=self.key_check is not None)
+                                         keyed=self.key_check.key is not None)
         if record is not None:
-            self.audit.write(record)
+            key_id = self.key_check.key_id(flow) or record.key_id  # a minted key's id
+            self.audit.write(dataclasses.replace(record, key_id=key_id))
 
     def _observe(self, flow: http.HTTPFlow, status: int) -> None:
         self._audit(flow, status)

@@ -92,7 +92,8 @@ class Daemon:
         if self.cfg.access.audit_log is not None:
             self.audit = AuditLog(self.cfg.access.audit_log)
         access = Policy(users=frozenset(self.cfg.access.users),
-                        read_only=frozenset(self.cfg.access.read_only))
+                        read_only=frozenset(self.cfg.access.read_only),
+                        rules=dict(self.cfg.access.rules))
         guard = Guard(allowed_hosts=frozenset(self.cfg.proxy.allowed_hosts),
                       listeners=self.listeners)
         self.addon = QonicAddon(

@@ -3,8 +3,9 @@
 The peer is identified once per client connection, in `client_connected`, before any request;
 the result lives in a weak dictionary keyed by the connection, like the keyed CONNECT tunnels.
 
-A CONNECT tunnel that presented the key stays keyed for its lifetime: the set of such client
-connections is weak, so an entry dies with its connection and nothing is cleaned on disconnect.
+A CONNECT tunnel that presented a key stays keyed with it for its lifetime (a revoked minted key
+stops it): the map of such client connections is weak, so an entry dies with its connection and
+nothing is cleaned on disconnect.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from dataclasses import dataclass, field
 from mitmproxy import connection, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
+from qonic_proxy.access.minted_keys import KEYS_PATH, PREFIX, Grant, MintedKeys
 from qonic_proxy.access.peer import peer_uid
 from qonic_proxy.access.policy import Peer, Policy
 from qonic_proxy.proxy import client_key
+from qonic_proxy.proxy.endpoints import Caller
 
 log = logging.getLogger("qonic_proxy.proxy")
 
@@ -43,31 +46,76 @@ def proxy_key(proxy_authorization: str | None) -> str | None:
             or client_key.key_from_bearer(proxy_authorization))
 
 
+CONFIGURED = "client_key"  # the holder of the configured key (its audit key id, too)
+Holder = Grant | str  # a minted key's grant, or CONFIGURED
+HOLDER_KEY = "qonic_proxy.key_holder"  # flow.metadata: what key this request presented
+
+
 @dataclass
 class KeyCheck:
-    """The client key every request (and every CONNECT) must present."""
+    """The client key (when configured) and the minted keys: who presented which key.
 
-    key: str
-    keyed: weakref.WeakSet[connection.Client] = field(default_factory=weakref.WeakSet)
+    Without a configured key nothing is required, but a minted key that is presented must be
+    live: a child of an `exec` that has ended is refused, not served as its account.
+    """
+
+    key: str | None
+    minted: MintedKeys = field(default_factory=MintedKeys)
+    keyed: weakref.WeakKeyDictionary[connection.Client, Holder] = field(
+        default_factory=weakref.WeakKeyDictionary)
+
+    def holder(self, presented: str | None) -> Holder | None:
+        if presented is None:
+            return None
+        if presented.startswith(PREFIX):
+            return self.minted.find(presented)
+        if self.key is not None and client_key.matches(self.key, presented):
+            return CONFIGURED
+        return None
+
+    def _admits(self, presented: str | None, holder: Holder | None) -> bool:
+        if holder is not None:
+            return True
+        return self.key is None and (presented is None or not presented.startswith(PREFIX))
 
     def connect(self, flow: http.HTTPFlow) -> bool:
-        """A CONNECT: True (and the tunnel is remembered) when it presented the key."""
-        if client_key.matches(self.key, proxy_key(flow.request.headers.get("proxy-authorization"))):
-            self.keyed.add(flow.client_conn)
-            return True
-        return False
+        """A CONNECT: True when it may open a tunnel (whose requests then carry its key)."""
+        presented = proxy_key(flow.request.headers.get("proxy-authorization"))
+        holder = self.holder(presented)
+        if holder is not None:
+            self.keyed[flow.client_conn] = holder
+        return self._admits(presented, holder)
 
     def presented(self, flow: http.HTTPFlow, credentials: Credentials) -> bool:
-        """Check the key wherever this listener accepts it; a Basic `Authorization` is stripped."""
+        """Check the key wherever this listener accepts it (a Basic `Authorization` that
+        carries it is stripped); the holder is remembered on the flow."""
         request = flow.request
         if isinstance(flow.client_conn.proxy_mode, ReverseMode):
             basic = client_key.key_from_basic(request.headers.get("authorization"))
-            if basic is not None:
+            if basic is not None and (self.key is not None or basic.startswith(PREFIX)):
                 request.headers.pop("authorization")
-            return client_key.matches(self.key, credentials.key_header or basic)
-        if flow.client_conn in self.keyed:
-            return True  # inside a CONNECT tunnel that presented it
-        return client_key.matches(self.key, proxy_key(credentials.proxy_authorization))
+            presented = credentials.key_header or basic
+        elif flow.client_conn in self.keyed:  # inside a CONNECT tunnel that presented one
+            tunnel = self.keyed[flow.client_conn]
+            flow.metadata[HOLDER_KEY] = tunnel
+            return not (isinstance(tunnel, Grant) and tunnel.revoked)
+        else:
+            presented = proxy_key(credentials.proxy_authorization)
+        holder = self.holder(presented)
+        if holder is not None:
+            flow.metadata[HOLDER_KEY] = holder
+        return self._admits(presented, holder)
+
+    def caller(self, flow: http.HTTPFlow, peers: PeerCheck | None) -> Caller:
+        """Who asks one of our endpoints: its account and the key it presented."""
+        holder = flow.metadata.get(HOLDER_KEY)
+        uid = None if peers is None else peers.peer(flow.client_conn).uid
+        return Caller(uid, holder == CONFIGURED, holder if isinstance(holder, Grant) else None)
+
+    def key_id(self, flow: http.HTTPFlow) -> str | None:
+        """The id of the minted key this request carried, for the audit log (never the key)."""
+        holder = flow.metadata.get(HOLDER_KEY)
+        return holder.key_id if isinstance(holder, Grant) else None
 
 
 UNIDENTIFIED = Peer(None)
@@ -96,3 +144,19 @@ class PeerCheck:
             self.connected(client)
             found = self.peers[client]
         return found
+
+    def limit(self, flow: http.HTTPFlow, peer: Peer) -> tuple[str, str] | None:
+        """(error, message) when this request is beyond the account's (or its key's) rights."""
+        request = flow.request
+        holder = flow.metadata.get(HOLDER_KEY)
+        path = request.path
+        reverse = isinstance(flow.client_conn.proxy_mode, ReverseMode)
+        endpoint = reverse and path.startswith("/-/")
+        if endpoint and path.split("?", 1)[0].startswith(KEYS_PATH):
+            return None  # minting and revoking: the endpoint authorizes (at most your rights)
+        if isinstance(holder, Grant) and holder.uid is not None and holder.uid != peer.uid:
+            return "key_not_yours", (f"this key (id {holder.key_id}) was minted for another "
+                                     f"local account, not {peer.describe()}.")
+        narrowed = isinstance(holder, Grant) and holder.read_only
+        return self.policy.limit(peer, request.method, path, narrowed=narrowed,
+                                 endpoint=endpoint)

@@ -16,8 +16,8 @@ import sys
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import QonicProxyError
 from qonic_proxy.wrap.ca_files import ca_bundle
-from qonic_proxy.wrap.daemon_link import proxy_for
-from qonic_proxy.wrap.environment import wrapped_environment
+from qonic_proxy.wrap.daemon_link import key_needed, mint_key, proxy_for, revoke_key
+from qonic_proxy.wrap.environment import Endpoints, wrapped_environment
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 NOT_FOUND = 127
@@ -53,8 +53,12 @@ def exit_code(returncode: int) -> int:
     return SIGNAL_BASE - returncode if returncode < 0 else returncode
 
 
-def run_command(cfg: Config, command: list[str]) -> int:
-    """Run CMD against the proxy (running daemon, or a private one); return CMD's exit code."""
+def run_command(cfg: Config, command: list[str], read_only: bool = False) -> int:
+    """Run CMD against the proxy (running daemon, or a private one); return CMD's exit code.
+
+    `read_only`: CMD may only send GET, HEAD and OPTIONS (its key says so; a private proxy
+    limits its own account, too).
+    """
     if not command:
         raise QonicProxyError("exec needs a command: qonic-proxy exec -- CMD ARGS...")
     try:
@@ -62,7 +66,7 @@ def run_command(cfg: Config, command: list[str]) -> int:
     except CommandError as err:  # before any login: a typo should not cost one
         print(f"qonic-proxy: {err}", file=sys.stderr)
         return err.exit_code
-    return asyncio.run(_run(cfg, command, executable))
+    return asyncio.run(_run(cfg, command, executable, read_only))
 
 
 class SignalRelay:
@@ -102,29 +106,44 @@ def _terminal_already_delivered(child_pid: int) -> bool:
         os.close(fd)
 
 
-async def _run(cfg: Config, command: list[str], executable: str) -> int:
+async def _run(cfg: Config, command: list[str], executable: str, read_only: bool) -> int:
     loop = asyncio.get_running_loop()
     relay = SignalRelay()
     for signum in FORWARDED_SIGNALS:
         loop.add_signal_handler(signum, relay, signum)
     try:
         bundle = await asyncio.to_thread(ca_bundle, cfg)
-        async with proxy_for(cfg, relay.aborted) as endpoints:
+        async with proxy_for(cfg, relay.aborted, read_only=read_only) as endpoints:
             if relay.aborted.done():
                 return SIGNAL_BASE + relay.aborted.result()
-            env = await asyncio.to_thread(wrapped_environment, cfg, os.environ, endpoints,
-                                          bundle)
+            key = None
+            if key_needed(cfg, read_only):  # tied to us: revoked when we end, SIGKILL too
+                key = await asyncio.to_thread(mint_key, cfg, endpoints.reverse, os.getpid(),
+                                              read_only=read_only)
             try:
-                relay.child = await asyncio.create_subprocess_exec(
-                    *command, executable=executable, env=env)
-            except FileNotFoundError:  # e.g. a script whose #! interpreter is missing
-                print(f"qonic-proxy: {command[0]}: cannot execute (missing interpreter?)",
-                      file=sys.stderr)
-                return NOT_EXECUTABLE if os.path.exists(executable) else NOT_FOUND
-            except PermissionError:
-                print(f"qonic-proxy: {command[0]}: permission denied", file=sys.stderr)
-                return NOT_EXECUTABLE
-            return exit_code(await relay.child.wait())
+                return await _start(relay, cfg, command, executable, endpoints, bundle,
+                                    key.key if key else None)
+            finally:
+                if key is not None:
+                    await asyncio.to_thread(revoke_key, cfg, endpoints.reverse, key)
     finally:
         for signum in FORWARDED_SIGNALS:
             loop.remove_signal_handler(signum)
+
+
+async def _start(relay: SignalRelay, cfg: Config, command: list[str], executable: str,
+                 endpoints: Endpoints, bundle: str, key: str | None) -> int:
+    """Start CMD with its environment and wait for it; the shell's code on failure to start."""
+    env = await asyncio.to_thread(wrapped_environment, cfg, os.environ, endpoints,
+                                  bundle, key)
+    try:
+        relay.child = await asyncio.create_subprocess_exec(
+            *command, executable=executable, env=env)
+    except FileNotFoundError:  # e.g. a script whose #! interpreter is missing
+        print(f"qonic-proxy: {command[0]}: cannot execute (missing interpreter?)",
+              file=sys.stderr)
+        return NOT_EXECUTABLE if os.path.exists(executable) else NOT_FOUND
+    except PermissionError:
+        print(f"qonic-proxy: {command[0]}: permission denied", file=sys.stderr)
+        return NOT_EXECUTABLE
+    return exit_code(await relay.child.wait())

@@ -5,12 +5,20 @@ when it serves the same API with forward mode on (after its login, if it waits f
 Otherwise `exec` starts a daemon of its own on ephemeral loopback ports that shares the token
 cache, and stops it when the command ends. Either way the command starts only once a usable
 token is held, or not at all.
+
+Where the child needs a key (the daemon requires the client key, or `--read-only`), the daemon
+mints one for it (`POST /-/keys`), tied to a process: `exec` itself, or the shell that evaluates
+`env`'s exports. It is revoked when that process ends (the daemon watches it) and, for `exec`,
+explicitly when CMD is done. The configured client key never reaches a child.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import http.client
+import json
 import logging
 import sys
 import webbrowser
@@ -18,9 +26,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from qonic_proxy.cli.daemon_client import daemon_health
+from qonic_proxy.access.minted_keys import KEYS_PATH, PID_HEADER, READ_ONLY_HEADER
+from qonic_proxy.cli.daemon_client import daemon_health, key_header
 from qonic_proxy.config.model import Config
-from qonic_proxy.errors import LoginError
+from qonic_proxy.errors import LoginError, QonicProxyError
 from qonic_proxy.hosts import Origin, connect_host
 from qonic_proxy.oauth.login import open_browser_in_background
 from qonic_proxy.wrap.environment import Endpoints, private_config
@@ -32,7 +41,8 @@ PRIVATE_STOP_GRACE = 5  # seconds the private daemon gets to finish in-flight re
 
 
 @contextlib.asynccontextmanager
-async def proxy_for(cfg: Config, aborted: asyncio.Future[int]) -> AsyncIterator[Endpoints]:
+async def proxy_for(cfg: Config, aborted: asyncio.Future[int], *, read_only: bool = False,
+                    ) -> AsyncIterator[Endpoints]:
     """The running daemon when it serves this config with forward mode on, else a private one.
 
     `aborted` resolves when a signal arrives before the command runs: waits end early then,
@@ -47,7 +57,7 @@ async def proxy_for(cfg: Config, aborted: asyncio.Future[int]) -> AsyncIterator[
             return
         log.info("the running qonic-proxy has forward mode off ([proxy] forward_port = 0); "
                  "using a private proxy for this command")
-    async with _private_daemon(cfg, aborted) as endpoints:
+    async with _private_daemon(cfg, aborted, read_only) as endpoints:
         yield endpoints
 
 
@@ -108,13 +118,15 @@ async def wait_until(condition: Callable[[], Awaitable[bool]], timeout: float,
 
 
 @contextlib.asynccontextmanager
-async def _private_daemon(cfg: Config, aborted: asyncio.Future[int]) -> AsyncIterator[Endpoints]:
-    """A daemon for this command only: ephemeral loopback ports, shared token cache."""
+async def _private_daemon(cfg: Config, aborted: asyncio.Future[int], read_only: bool,
+                          ) -> AsyncIterator[Endpoints]:
+    """A daemon for this command only: ephemeral loopback ports, shared token cache; with
+    `read_only`, it limits our own account to GET, HEAD and OPTIONS too."""
     from qonic_proxy.proxy.daemon import Daemon  # mitmproxy: only when a private proxy is needed
     from qonic_proxy.sdnotify import Notifier
 
     daemon = Daemon(
-        private_config(cfg),
+        private_config(cfg, read_only=read_only),
         open_browser=webbrowser.open if cfg.oauth.open_browser else None,
         notifier=Notifier(None),  # under systemd, READY=1 is the unit's to send, not ours
         announce_ready=lambda line: log.debug("%s", line),  # CMD owns stdout
@@ -139,3 +151,56 @@ async def _private_daemon(cfg: Config, aborted: asyncio.Future[int]) -> AsyncIte
         yield endpoints
     finally:
         await daemon.stop(grace=PRIVATE_STOP_GRACE)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChildKey:
+    """A key minted for one child (or shell); `key` is a secret, `key_id` names it."""
+
+    key: str = dataclasses.field(repr=False)
+    key_id: str
+
+
+def key_needed(cfg: Config, read_only: bool) -> bool:
+    """Whether a child needs a key: with peer identity and no narrowing, it needs none."""
+    return read_only or cfg.proxy.client_key_file is not None
+
+
+def _keys_call(cfg: Config, reverse: str, method: str, path: str, headers: dict[str, str],
+               ) -> tuple[int, dict[str, Any]]:
+    parts = urlsplit(reverse)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port,
+                                            timeout=5)
+    try:
+        connection.request(method, path, headers={**key_header(cfg), **headers})
+        response = connection.getresponse()
+        body = response.read(65536)
+    finally:
+        connection.close()
+    parsed = json.loads(body) if body else {}
+    return response.status, parsed if isinstance(parsed, dict) else {}
+
+
+def mint_key(cfg: Config, reverse: str, pid: int, *, read_only: bool) -> ChildKey:
+    """A key from the daemon at `reverse`, valid while process `pid` lives."""
+    headers = {PID_HEADER: str(pid), READ_ONLY_HEADER: "1" if read_only else "0"}
+    try:
+        status, body = _keys_call(cfg, reverse, "POST", KEYS_PATH, headers)
+    except (OSError, http.client.HTTPException, ValueError) as err:
+        raise QonicProxyError(f"cannot get a key for the command from qonic-proxy at {reverse} "
+                              f"({err}); is it still running?") from None
+    key, key_id = body.get("key"), body.get("key_id")
+    if status != 201 or not isinstance(key, str) or not isinstance(key_id, str):
+        why = body.get("message") if isinstance(body.get("message"), str) else f"status {status}"
+        raise QonicProxyError(f"qonic-proxy at {reverse} did not mint a key for the command "
+                              f"({str(why).rstrip('.')}); restart it with this version if it "
+                              "is older, or see its log")
+    return ChildKey(key, key_id)
+
+
+def revoke_key(cfg: Config, reverse: str, key: ChildKey) -> None:
+    """Revoke `key` now (the daemon also does when its process ends); errors are only logged."""
+    try:
+        _keys_call(cfg, reverse, "DELETE", f"{KEYS_PATH}/{key.key_id}", {})
+    except (OSError, http.client.HTTPException, ValueError) as err:
+        log.debug("could not revoke key %s (%s); it ends with its process", key.key_id, err)

@@ -17,6 +17,7 @@ a corporate CA installed system-wide is trusted by Node exactly as by curl and P
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
@@ -24,7 +25,6 @@ from urllib.parse import quote
 from qonic_proxy.config.model import ENV_CONFIG, ENV_SECRET, Config
 from qonic_proxy.hosts import LOOPBACK_NAMES, is_loopback_host
 from qonic_proxy.ports import free_port
-from qonic_proxy.proxy.client_key import load_or_create_key
 from qonic_proxy.wrap.runtimes import runtime_environment
 
 NO_PROXY = "localhost,127.0.0.1,::1"  # the reverse listener must be reached directly
@@ -50,8 +50,9 @@ def child_environment(base: Mapping[str, str], endpoints: Endpoints, bundle: str
                       ) -> dict[str, str]:
     """The environment CMD runs with: proxy, trust and API variables; never the Qonic token.
 
-    With a client key configured, the key (not a Qonic secret: it only opens this proxy) rides
-    in the URLs' user info, which clients turn into (Proxy-)Authorization: Basic.
+    A minted key (valid only while the child's `exec` or shell lives; not a Qonic secret: it
+    only opens this proxy) rides in the URLs' user info, which clients turn into
+    (Proxy-)Authorization: Basic.
     """
     env = dict(base)
     env.pop(ENV_SECRET, None)  # the child has no use for our client secret
@@ -72,22 +73,31 @@ def child_environment(base: Mapping[str, str], endpoints: Endpoints, bundle: str
 
 
 def wrapped_environment(cfg: Config, base: Mapping[str, str], endpoints: Endpoints,
-                        bundle: str) -> dict[str, str]:
-    """`child_environment` plus what wget, PHP and Java need (their files written as needed)."""
-    key = None
-    if cfg.proxy.client_key_file is not None:
-        key = load_or_create_key(cfg.proxy.client_key_file)
+                        bundle: str, key: str | None = None) -> dict[str, str]:
+    """`child_environment` plus what wget, PHP and Java need (their files written as needed).
+
+    `key` is a key minted for this child (see `daemon_link.minted_key`), never the configured
+    client key: that one would outlive the child in any command line it shows.
+    """
     env = child_environment(base, endpoints, bundle, cfg.path, key)
     env.update(runtime_environment(base, endpoints.forward, bundle))
     return env
 
 
-def private_config(cfg: Config) -> Config:
-    """`cfg` for a private daemon: loopback only, ephemeral reverse port, a free forward port."""
+def private_config(cfg: Config, *, read_only: bool = False) -> Config:
+    """`cfg` for a private daemon: loopback only, ephemeral reverse port, a free forward port.
+
+    It keeps the client key and [access] of `cfg` (a private proxy is still reachable by other
+    accounts on loopback); `read_only` adds our own account and root to [access] read_only.
+    """
     host = cfg.proxy.listen_host
     if not is_loopback_host(host):
         host = "127.0.0.1"  # the private proxy serves one local child; never expose it
     allowed = tuple(dict.fromkeys((*cfg.proxy.allowed_hosts, *LOOPBACK_NAMES)))
     proxy = dataclasses.replace(cfg.proxy, listen_host=host, port=0,
                                 forward_port=free_port(host), allowed_hosts=allowed)
-    return dataclasses.replace(cfg, proxy=proxy)
+    access = cfg.access
+    if read_only:
+        limited = tuple(dict.fromkeys((*access.read_only, os.geteuid(), 0)))
+        access = dataclasses.replace(access, read_only=limited)
+    return dataclasses.replace(cfg, proxy=proxy, access=access)

@@ -6,19 +6,33 @@ at the running daemon, so commands need no `exec` each. The token is never among
 daemon adds it. `--unset` prints the lines that undo it; where we extended a variable of the
 user's (PHP_INI_SCAN_DIR, JAVA_TOOL_OPTIONS) it restores the user's part instead.
 `env` serves a running daemon only: a private one would stop when `env` returns.
+
+Where a key is needed (the daemon requires the client key, or `--read-only`), the exports carry
+a key the daemon mints for the shell that evaluates them: the parent process of `env` (with
+`eval "$(qonic-proxy env)"` that is the shell itself: bash, zsh, dash and fish run the command
+substitution's only command in place of a subshell). The key is revoked when that shell exits,
+and by `env --unset`; it is never the configured client key.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from urllib.parse import unquote, urlsplit
 
+from qonic_proxy.access.minted_keys import PREFIX
 from qonic_proxy.cli.arguments import SHELLS
 from qonic_proxy.cli.daemon_client import daemon_health
 from qonic_proxy.config.model import ENV_CONFIG, Config
 from qonic_proxy.errors import QonicProxyError
 from qonic_proxy.wrap.ca_files import ca_bundle
-from qonic_proxy.wrap.daemon_link import running_endpoints
+from qonic_proxy.wrap.daemon_link import (
+    ChildKey,
+    key_needed,
+    mint_key,
+    revoke_key,
+    running_endpoints,
+)
 from qonic_proxy.wrap.environment import CA_VARIABLES, PROXY_VARIABLES, wrapped_environment
 from qonic_proxy.wrap.runtimes import JAVA_FIRST_OPTION, JAVA_LAST_OPTION, PHP_INI_DIR
 
@@ -50,7 +64,8 @@ def _unset_line(shell: str, name: str) -> str:
     return f"Remove-Item -ErrorAction SilentlyContinue Env:{name}"
 
 
-def exported_variables(cfg: Config, base: Mapping[str, str]) -> dict[str, str]:
+def exported_variables(cfg: Config, base: Mapping[str, str], read_only: bool = False,
+                       ) -> dict[str, str]:
     """What `exec` would set for a child, for the running daemon; QonicProxyError without one."""
     health = daemon_health(cfg)
     if health is None:
@@ -63,7 +78,14 @@ def exported_variables(cfg: Config, base: Mapping[str, str]) -> dict[str, str]:
         raise QonicProxyError(
             "the qonic-proxy daemon on this port has forward mode off or serves another API; "
             "set [proxy] forward_port in its config and restart it, or use `qonic-proxy exec`")
-    env = wrapped_environment(cfg, base, endpoints, ca_bundle(cfg))
+    key = None
+    if key_needed(cfg, read_only):
+        shell = os.getppid()
+        if shell <= 1:
+            raise QonicProxyError("`qonic-proxy env` has no parent shell to tie its key to; run "
+                                  "it as eval \"$(qonic-proxy env)\" in the shell that uses it")
+        key = mint_key(cfg, endpoints.reverse, shell, read_only=read_only).key
+    env = wrapped_environment(cfg, base, endpoints, ca_bundle(cfg), key)
     return {name: env[name] for name in VARIABLES if name in env}
 
 
@@ -80,17 +102,30 @@ def _restored(name: str, value: str | None) -> str | None:
     return None
 
 
+def _revoke_exported(cfg: Config, base: Mapping[str, str]) -> None:
+    """`env --unset`: revoke the minted key our exports gave this shell, if any."""
+    try:
+        parts = urlsplit(base.get("QONIC_API_URL", ""))
+        key = unquote(parts.password or "")
+    except ValueError:
+        return
+    if key.startswith(PREFIX) and key.count(".") >= 2 and parts.hostname:
+        reverse = f"{parts.scheme}://{parts.hostname}:{parts.port}"
+        revoke_key(cfg, reverse, ChildKey(key, key.split(".")[1]))
+
+
 def shell_exports(cfg: Config, shell: str = "sh", unset: bool = False,
-                  base: Mapping[str, str] | None = None) -> str:
+                  base: Mapping[str, str] | None = None, read_only: bool = False) -> str:
     """The text `qonic-proxy env [--shell SHELL] [--unset]` prints (without a final newline)."""
     if shell not in SHELLS:
         raise QonicProxyError(f"unknown shell {shell!r}; use one of {', '.join(SHELLS)}")
     base = os.environ if base is None else base
     if unset:
+        _revoke_exported(cfg, base)
         lines = []
         for name in VARIABLES:
             own = _restored(name, base.get(name))
             lines.append(_unset_line(shell, name) if own is None else _set_line(shell, name, own))
         return "\n".join(lines)
     return "\n".join(_set_line(shell, name, value)
-                     for name, value in exported_variables(cfg, base).items())
+                     for name, value in exported_variables(cfg, base, read_only).items())

@@ -39,6 +39,16 @@ def test_names_and_uids_resolve() -> None:
     ({"audit_log": 5}, "[access] audit_log: expected a string"),
     ({"audit_log": "/"}, "is a directory"),
     ({"user": ["x"]}, "unknown key (did you mean users?)"),
+    ({"rules": ["GET /v1/**"]}, "[access] rules: expected a table, got an array"),
+    ({"rules": {"root": "GET /v1/**"}}, "[access] rules.root: expected a non-empty array"),
+    ({"rules": {"root": []}}, "[access] rules.root: expected a non-empty array"),
+    ({"rules": {"root": ["GET /v1", 3]}}, "[access] rules.root: expected a non-empty array"),
+    ({"rules": {"root": ["GET /v1/x*"]}}, "[access] rules.root: the segment 'x*'"),
+    ({"rules": {"root": ["get /v1"]}}, "is not an upper-case HTTP method"),
+    ({"rules": {"no-such-account-qp": ["GET /v1"]}},
+     "[access] rules.no-such-account-qp: there is no local account named"),
+    ({"rules": {"root": ["GET /v1"], "0": ["GET /v2"]}}, "also has the rule set 'root'"),
+    ({"rules": {"root": ["GET /v1"]}, "read_only": [0]}, "also listed in read_only"),
 ])
 def test_errors_name_file_and_key(access: dict[str, object], words: str) -> None:
     with pytest.raises(ConfigError) as caught:
@@ -46,3 +56,11 @@ def test_errors_name_file_and_key(access: dict[str, object], words: str) -> None
     message = str(caught.value)
     assert message.startswith("f.toml: [access] ") and words in message
     assert message.count(";") == 1
+
+
+def test_rules_resolve_accounts_and_parse() -> None:
+    access = parse({"rules": {"root": ["GET /v1/**"], "4242": ["* /v1/echo"]}})
+    rules = dict(access.rules)  # type: ignore[attr-defined]
+    assert set(rules) == {0, 4242}
+    assert rules[0].name == "root" and rules[0].allows("GET", "/v1/projects")
+    assert rules[4242].allows("DELETE", "/v1/echo") and not rules[4242].allows("GET", "/v1/x")
