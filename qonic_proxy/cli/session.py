@@ -24,7 +24,6 @@ from qonic_proxy.cli.daemon_client import (
 )
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import LoginError, QonicProxyError
-from qonic_proxy.oauth.paste import ADDRESS_HEADER, PASTE_HEADER, PASTE_PATH
 from qonic_proxy.oauth.tokenset import TokenSet
 from qonic_proxy.tokens.store import CacheWriteError, TokenStore, cache_key
 from qonic_proxy.tokens.timing import refresh_due_at
@@ -79,6 +78,8 @@ def login_now(cfg: Config, *, open_browser: Callable[[str], object] | None,
 def post_pasted(cfg: Config, address: str) -> tuple[int, str]:
     """Hand one pasted address to the daemon's /-/login/paste: its status and sentence."""
     import http.client
+
+    from qonic_proxy.oauth.paste import ADDRESS_HEADER, PASTE_HEADER, PASTE_PATH
 
     body = json.dumps({"address": address.strip()}).encode()
     headers = {**key_header(cfg), PASTE_HEADER: "1", "Content-Type": "application/json",
