@@ -1,7 +1,9 @@
 """Talking to the running daemon of this config: its /-/health and its pending /-/login.
 
-Plain `http.client` on the configured reverse listener: it never consults HTTP(S)_PROXY (our
-own daemon is on loopback) and never follows a redirect (the Location of /-/login is the answer).
+A few lines of HTTP/1.1 on a plain socket to the configured reverse listener (not http.client,
+whose email and ssl imports cost `status` more than the rest of its work): it never consults
+HTTP(S)_PROXY (our own daemon is on loopback) and never follows a redirect (the Location of
+/-/login is the answer). One request per connection (`Connection: close`), answers bounded.
 
 Every connection is checked before a byte is sent: the kernel says which account holds the
 listening socket we reached (`access.peer.listener_uid`), and unless that is the account the
@@ -13,19 +15,18 @@ pasted login address and no request.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
+import socket
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import QonicProxyError
 from qonic_proxy.hosts import connect_host
 from qonic_proxy.proxy.client_key import KEY_HEADER
-
-if TYPE_CHECKING:  # http.client (and the email package under it) only when we really talk
-    import http.client
-    import socket
 
 MAX_ANSWER = 65536  # a /-/health answer is a few hundred bytes
 SERVICE_ACCOUNT = "qonic-proxy"  # User= of systemd/qonic-proxy.service (DynamicUser=)
@@ -99,20 +100,63 @@ def check_listener(cfg: Config, sock: socket.socket) -> None:
         raise ForeignListener(cfg, holder, expected)
 
 
-def open_connection(cfg: Config, timeout: float) -> http.client.HTTPConnection:
+def open_connection(cfg: Config, timeout: float) -> socket.socket:
     """A connection to the daemon's reverse listener, checked (`check_listener`) before use."""
-    import http.client
-
-    connection = http.client.HTTPConnection(connect_host(cfg.proxy.listen_host), cfg.proxy.port,
-                                            timeout=timeout)
+    sock = socket.create_connection((connect_host(cfg.proxy.listen_host).strip("[]"),
+                                     cfg.proxy.port), timeout=timeout)
     try:
-        connection.connect()
-        assert connection.sock is not None
-        check_listener(cfg, connection.sock)
+        check_listener(cfg, sock)
     except BaseException:
-        connection.close()
+        sock.close()
         raise
-    return connection
+    return sock
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+
+
+def request(cfg: Config, method: str, path: str, *, timeout: float,
+            headers: dict[str, str] | None = None, body: bytes = b"") -> Answer:
+    """One request to the daemon (checked listener); OSError or ValueError when it fails."""
+    host = f"{connect_host(cfg.proxy.listen_host)}:{cfg.proxy.port}"
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: close",
+             f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in (headers or {}).items())]
+    if any(c in line for line in lines for c in "\r\n\0"):
+        raise ValueError("a header value holds a line break or NUL")  # e.g. a pasted address
+    with open_connection(cfg, timeout) as sock:
+        # it may answer (and close) before reading a body: then read what it said
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall("\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + body)
+        data = b""
+        while len(data) <= MAX_ANSWER and (chunk := sock.recv(65536)):
+            data += chunk
+    head, separator, rest = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    version, _, code = status_line.partition(" ")
+    if not separator or not version.startswith("HTTP/1.") or not code[:3].isdigit():
+        raise ValueError("not an HTTP answer")
+    fields = {name.strip().lower(): value.strip() for name, _, value in
+              (line.partition(":") for line in header_lines)}
+    if fields.get("transfer-encoding", "").lower() == "chunked":
+        rest = _unchunked(rest)
+    elif fields.get("content-length", "").isdigit():
+        rest = rest[:int(fields["content-length"])]
+    return Answer(int(code[:3]), fields, rest[:MAX_ANSWER])
+
+
+def _unchunked(data: bytes) -> bytes:
+    out = b""
+    while data:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out, data = out + data[:size], data[size + 2:]
+    return out
 
 
 def tell_once(sentence: str) -> None:
@@ -133,29 +177,20 @@ def key_header(cfg: Config) -> dict[str, str]:
         return {}
 
 
-def _get(cfg: Config, path: str, timeout: float) -> tuple[int, http.client.HTTPMessage, bytes]:
-    """GET `path` from the daemon's reverse listener: status, headers, body (bounded)."""
-    connection = open_connection(cfg, timeout)
-    try:
-        connection.request("GET", path, headers=key_header(cfg))
-        response = connection.getresponse()
-        return response.status, response.headers, response.read(MAX_ANSWER)
-    finally:
-        connection.close()
+def _get(cfg: Config, path: str, timeout: float) -> Answer:
+    """GET `path` from the daemon's reverse listener."""
+    return request(cfg, "GET", path, timeout=timeout, headers=key_header(cfg))
 
 
 def fetch_health(cfg: Config, timeout: float = 1.0) -> dict[str, Any] | None:
     """The daemon's /-/health, None when none answers; ForeignListener for an impostor."""
-    import http.client
-
     if not cfg.proxy.port:
         return None
     try:
-        _status, _headers, body = _get(cfg, "/-/health", timeout)
-        health = json.loads(body)
+        health = json.loads(_get(cfg, "/-/health", timeout).body)
     except ForeignListener:
         raise
-    except (OSError, http.client.HTTPException, ValueError):
+    except (OSError, ValueError):
         return None
     return health if isinstance(health, dict) else None
 
@@ -174,16 +209,14 @@ def daemon_health(cfg: Config, timeout: float = 1.0) -> dict[str, Any] | None:
 
 def daemon_login_url(cfg: Config) -> str:
     """The authorize URL of the daemon's pending login: the Location of its /-/login."""
-    import http.client
-
     try:
-        status, headers, _body = _get(cfg, "/-/login", timeout=5)
+        answer = _get(cfg, "/-/login", timeout=5)
     except ForeignListener:
         raise
-    except (OSError, http.client.HTTPException) as err:
+    except (OSError, ValueError) as err:
         raise QonicProxyError(f"cannot reach the running qonic-proxy ({err}); "
                               "is it still running?") from None
-    location = headers.get("Location")
+    status, location = answer.status, answer.headers.get("location")
     if status == 302 and location:
         return location
     if not 200 <= status < 300:

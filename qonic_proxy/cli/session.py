@@ -20,7 +20,7 @@ from qonic_proxy.cli.daemon_client import (
     daemon_health,
     daemon_login_url,
     key_header,
-    open_connection,
+    request,
 )
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import LoginError, QonicProxyError
@@ -77,27 +77,20 @@ def login_now(cfg: Config, *, open_browser: Callable[[str], object] | None,
 
 def post_pasted(cfg: Config, address: str) -> tuple[int, str]:
     """Hand one pasted address to the daemon's /-/login/paste: its status and sentence."""
-    import http.client
-
     from qonic_proxy.oauth.paste import ADDRESS_HEADER, PASTE_HEADER, PASTE_PATH
 
     body = json.dumps({"address": address.strip()}).encode()
     headers = {**key_header(cfg), PASTE_HEADER: "1", "Content-Type": "application/json",
                ADDRESS_HEADER: address.strip()}  # the daemon answers before reading a body
-    connection = None
     try:
-        connection = open_connection(cfg, timeout=cfg.oauth.login_timeout + 30)  # checked
-        connection.request("POST", PASTE_PATH, body=body, headers=headers)
-        response = connection.getresponse()
-        answer = json.loads(response.read(65536) or b"{}")
+        response = request(cfg, "POST", PASTE_PATH, body=body, headers=headers,
+                           timeout=cfg.oauth.login_timeout + 30)  # a checked listener
+        answer = json.loads(response.body or b"{}")
     except ForeignListener:
         raise
-    except (OSError, http.client.HTTPException, ValueError) as err:
+    except (OSError, ValueError) as err:
         raise QonicProxyError(f"cannot reach the running qonic-proxy ({err}); "
                               "is it still running?") from None
-    finally:
-        if connection is not None:
-            connection.close()
     return response.status, str(answer.get("message") if isinstance(answer, dict) else "")
 
 

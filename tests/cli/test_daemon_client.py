@@ -140,3 +140,18 @@ def test_an_unidentified_listener_is_not_trusted(tmp_path: Path,
                                                   "namespace"):
             fetch_health(cfg)
         assert daemon.requests == []
+
+
+def test_answers_are_read_whole_chunked_or_not_and_no_header_carries_a_line_break(
+        tmp_path: Path) -> None:
+    with fake_daemon({"logged_in": True}) as daemon:
+        cfg = load_config(write_config(tmp_path, port=daemon.port))
+        answer = daemon_client.request(cfg, "GET", "/-/login", timeout=5)
+        assert (answer.status, answer.headers["location"], answer.body) == (302, AUTHORIZE_URL,
+                                                                           b"")
+        with pytest.raises(ValueError, match="line break"):
+            daemon_client.request(cfg, "POST", "/-/login/paste", timeout=5,
+                                  headers={"X-Address": "a\r\nHost: evil.example"})
+        assert [path for path, _ in daemon.requests] == ["/-/login"]
+    assert daemon_client._unchunked(b"5\r\nhello\r\n6;x=1\r\n world\r\n0\r\n\r\n") == \
+        b"hello world"

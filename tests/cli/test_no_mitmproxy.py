@@ -101,7 +101,7 @@ FAST_SCRIPT = textwrap.dedent("""\
     """)
 NEVER = {"cryptography", "mitmproxy", "h11"}  # the CA, the daemon, the login's callback server
 FAST_VERBS = {"token": NEVER | {"asyncio", "ssl", "http.client", "certifi"},
-              "status": NEVER | {"asyncio", "certifi"},
+              "status": NEVER | {"asyncio", "ssl", "http.client", "certifi"},
               "env": NEVER}
 
 
