@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import webbrowser
 from collections.abc import Callable
 from typing import TextIO
 
@@ -21,11 +20,18 @@ def _stderr() -> TextIO:
     return sys.stderr
 
 
+def open_in_browser(url: str) -> bool:
+    """`webbrowser.open`, imported when a browser is really wanted (it costs ~10 ms at start)."""
+    import webbrowser
+
+    return webbrowser.open(url)
+
+
 @dataclasses.dataclass
 class Environment:
     stdout: TextIO = dataclasses.field(default_factory=_stdout)
     stderr: TextIO = dataclasses.field(default_factory=_stderr)
-    open_browser: Callable[[str], object] = webbrowser.open
+    open_browser: Callable[[str], object] = open_in_browser
 
     def print(self, text: str) -> None:
         """One line (or block) of a verb's result, on stdout."""
