@@ -19,17 +19,18 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import ipaddress
 import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+if TYPE_CHECKING:  # cryptography is imported where a CA is made or first checked
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from qonic_proxy.files import PUBLIC_FILE_MODE, ensure_private_dir, exclusive_lock, write_atomic
 from qonic_proxy.hosts import Origin
@@ -46,6 +47,7 @@ BACKDATE = datetime.timedelta(days=2)  # clock skew between us and a client
 EVERY_IPV4 = ipaddress.ip_network("0.0.0.0/0")
 EVERY_IPV6 = ipaddress.ip_network("::/0")
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----")
+VERIFIED_FILE = ".ca-verified"  # the digest of a CA checked for a host: no x509 parse per run
 NO_DNS_NAME = "invalid"  # RFC 6761: never resolves, so permitting it alone permits no real name
 
 
@@ -62,6 +64,8 @@ def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 def name_constraints(host: str) -> x509.NameConstraints:
     """Permit `host` (a DNS name or an IP address) and nothing else of either name type."""
+    from cryptography import x509
+
     ip = _ip(host)
     if ip is None:
         return x509.NameConstraints(
@@ -84,6 +88,10 @@ class InterceptionCa:
 def _ca_certificate(subject: x509.Name, issuer: x509.Name, public_key: CertificatePublicKeyTypes,
                     signer: ec.EllipticCurvePrivateKey, host: str,
                     path_length: int) -> x509.Certificate:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
     now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
@@ -108,6 +116,9 @@ def _ca_certificate(subject: x509.Name, issuer: x509.Name, public_key: Certifica
 
 
 def _name(common_name: str) -> x509.Name:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
                       x509.NameAttribute(NameOID.ORGANIZATION_NAME, "qonic-proxy")])
 
@@ -119,6 +130,8 @@ def make_ca(host: str) -> InterceptionCa:
     the constraints in the chain bind every client; with the root's key gone, nothing can be
     issued outside that intermediate.
     """
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
     root_key = ec.generate_private_key(ec.SECP256R1())
     root_name = _name(f"qonic-proxy root CA for {host}")
     root = _ca_certificate(root_name, root_name, root_key.public_key(), root_key, host, 1)
@@ -130,6 +143,8 @@ def make_ca(host: str) -> InterceptionCa:
 
 def _constrained_to(cert_pem: bytes, host: str) -> bool:
     """True when the PEM certificate is a CA with exactly `host`'s critical name constraints."""
+    from cryptography import x509
+
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
         ext = cert.extensions.get_extension_for_class(x509.NameConstraints)
@@ -162,10 +177,27 @@ def _current(ca_dir: Path, host: str) -> bool | None:
             return False
         write_atomic(ca_dir / CA_CERT_FILE, found[-1] + b"\n", mode=PUBLIC_FILE_MODE)
         return True
-    return _constrained_to(public, host) and public.strip() in combined
+    return _verified(ca_dir, host, public, combined)
+
+
+def _verified(ca_dir: Path, host: str, public: bytes, combined: bytes) -> bool:
+    """The check of `_current`, parsed once per CA and host: later runs compare a digest of the
+    host and both files with the one kept in `ca_dir` (ours alone), so `exec` and `env` need no
+    `cryptography` until the CA or the API host changes."""
+    digest = hashlib.sha256(b"\0".join((host.encode(), public, combined))).hexdigest().encode()
+    with contextlib.suppress(OSError):
+        if (ca_dir / VERIFIED_FILE).read_bytes() == digest:
+            return True
+    if not (public.strip() in combined and _constrained_to(public, host)):
+        return False
+    with contextlib.suppress(OSError):
+        write_atomic(ca_dir / VERIFIED_FILE, digest)
+    return True
 
 
 def _write(ca_dir: Path, host: str) -> None:
+    from cryptography.hazmat.primitives import serialization
+
     ca = make_ca(host)
     pem = serialization.Encoding.PEM
     cert_pem, root_pem = ca.cert.public_bytes(pem), ca.root.public_bytes(pem)

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import time
 from typing import Any
 
@@ -85,6 +86,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _process_uid(pid: int) -> int | None:
+    """The account a live process runs as (the owner of /proc/PID), None when it is gone."""
+    if pid <= 0:
+        return None
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except FileNotFoundError:
+        return None
+    except OSError:  # no /proc here: a live pid is taken as its record file's owner's
+        return os.getuid() if _alive(pid) else None
+
+
 class RuntimeFile:
     """The lock and the record of the daemon running for one config."""
 
@@ -142,6 +155,36 @@ class RuntimeFile:
             return None
         record = DaemonRecord.from_json(data)
         return record if record is not None and _alive(record.pid) else None
+
+    def read_owned(self) -> tuple[DaemonRecord, int] | None:
+        """The record and the account that runs the daemon, for the CLI's impostor check.
+
+        Our own record, or that of a daemon running as another account (a system service seen
+        by root: the runtime file is then the service account's). It is believed only when no
+        one but its owner (or root) can have put it there: a regular file, not a link, neither
+        it nor its folder writable by group or others, the folder owned by the same account or
+        root, and the recorded pid still running as that account. Else None (never raises).
+        """
+        try:
+            folder = os.stat(self.path.parent)
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            info = os.fstat(fd)
+            data = os.read(fd, MAX_RECORD + 1)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        owner = info.st_uid
+        if (not stat.S_ISREG(info.st_mode) or (info.st_mode | folder.st_mode) & 0o022
+                or folder.st_uid not in (owner, 0) or len(data) > MAX_RECORD):
+            return None
+        record = DaemonRecord.from_json(data)
+        if record is None or _process_uid(record.pid) != owner:
+            return None
+        return record, owner
 
 
 def record_for(cfg: Config, api_url: str, reverse_url: str, reverse_port: int,

@@ -121,3 +121,53 @@ def test_the_same_file_with_other_ports_is_another_config(tmp_path: Path) -> Non
         other.release()
     finally:
         first.release()
+
+
+def test_read_owned_names_the_account_of_a_live_record(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    runtime = RuntimeFile(cfg)
+    runtime.claim()
+    try:
+        assert runtime.read_owned() is None
+        runtime.write(record(cfg))
+        found = RuntimeFile(cfg).read_owned()
+        assert found is not None and found[1] == os.getuid() and found[0].reverse_port == 4321
+        runtime.path.chmod(0o622)  # writable by others: anyone may have written it
+        assert runtime.read_owned() is None
+        runtime.path.chmod(0o644)  # readable is fine: nothing in it is secret
+        assert runtime.read_owned() is not None
+        runtime.path.parent.chmod(0o773)  # others may have put it there
+        assert runtime.read_owned() is None
+        runtime.path.parent.chmod(0o700)
+        dead = dataclasses.replace(record(cfg), pid=2**22 + 12345)
+        runtime.path.write_bytes(dead.to_json())
+        assert runtime.read_owned() is None  # no such process any more
+    finally:
+        runtime.release()
+
+
+def test_read_owned_believes_another_accounts_record_only_for_its_own_process(
+        tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: hands the runtime file to another account")
+    cfg = config(tmp_path)
+    runtime = RuntimeFile(cfg)
+    runtime.claim()
+    try:
+        nobody = 65534
+        child = subprocess.Popen(["sleep", "30"], user=nobody, group=nobody)
+        try:
+            for pid, believed in ((child.pid, True), (os.getpid(), False)):
+                runtime.write(dataclasses.replace(record(cfg), pid=pid))
+                os.chown(runtime.path, nobody, -1)
+                found = runtime.read_owned()
+                assert (found is not None) is believed, pid
+                assert found is None or (found[0].pid, found[1]) == (pid, nobody)
+                os.chown(runtime.path.parent, nobody, -1)  # a service's own state folder
+                assert (runtime.read_owned() is not None) is believed
+                os.chown(runtime.path.parent, 0, -1)
+        finally:
+            child.kill()
+            child.wait(10)
+    finally:
+        runtime.release()

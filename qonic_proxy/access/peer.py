@@ -6,6 +6,10 @@ sock_diag (netlink) for exactly that socket: one lookup in the kernel's hash tab
 netlink is not available, /proc/net/tcp (or tcp6) is read line by line up to the one line that
 matches (no full parse); the kernel still walks its whole table to produce that file, which costs
 milliseconds on a busy machine, so it is only the fallback. Both run once per new connection.
+
+The CLI asks the same question the other way round (`listener_uid`): for a connection it opened,
+the socket at the far end was made by the listener that accepted it, and carries that
+listener's uid, so the kernel says which account holds the port before a byte is sent.
 """
 
 from __future__ import annotations
@@ -175,8 +179,23 @@ def _scan(table: str, needle: str) -> int | None:
 
 
 def socket_peer_uid(sock: socket.socket) -> int | None:
-    """peer_uid for a connected socket object (asyncio's transports expose theirs)."""
+    """peer_uid for a connected socket object (asyncio's transports expose theirs).
+
+    For a socket we connected (the client side), this is `listener_uid`.
+    """
     try:
         return peer_uid(sock.getsockname()[:2], sock.getpeername()[:2])
     except OSError:
         return None
+
+
+def listener_uid(sock: socket.socket) -> int | None:
+    """The uid of the account whose listening socket accepted our connected `sock`, or None.
+
+    The kernel creates the server's end of a TCP connection from the listener (in its accept
+    queue, even before the server calls accept()) and gives it the listener's uid, so this is
+    the owner of the listener we reached, with no race against a port changing hands between a
+    check and the connect. None where peer_uid gives None (not Linux, not loopback, outside our
+    user namespace).
+    """
+    return socket_peer_uid(sock)

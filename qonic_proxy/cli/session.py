@@ -7,8 +7,6 @@ is `daemon_client`'s concern.
 
 from __future__ import annotations
 
-import asyncio
-import http.client
 import json
 import queue
 import sys
@@ -17,16 +15,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from qonic_proxy.cli.daemon_client import daemon_health, daemon_login_url, key_header
+from qonic_proxy.cli.daemon_client import (
+    ForeignListener,
+    daemon_health,
+    daemon_login_url,
+    key_header,
+    request,
+)
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import LoginError, QonicProxyError
-from qonic_proxy.hosts import connect_host
-from qonic_proxy.oauth.client import refresh_tokens
-from qonic_proxy.oauth.login import login, open_browser_in_background
-from qonic_proxy.oauth.paste import ADDRESS_HEADER, PASTE_HEADER, PASTE_PATH
 from qonic_proxy.oauth.tokenset import TokenSet
-from qonic_proxy.tokens.service import refresh_due_at
 from qonic_proxy.tokens.store import CacheWriteError, TokenStore, cache_key
+from qonic_proxy.tokens.timing import refresh_due_at
 
 LOGIN_POLL = 0.25  # seconds between looks at the daemon while it waits for a login
 PASTE_PROMPT = "Paste the address the browser ended on, then press Enter:"
@@ -65,6 +65,10 @@ def login_now(cfg: Config, *, open_browser: Callable[[str], object] | None,
         return paste_into_daemon(cfg)
     if health is not None and health.get("login_in_progress"):
         return join_daemon_login(cfg, open_browser=open_browser)
+    import asyncio  # the login itself: asyncio, the callback server, the OAuth client
+
+    from qonic_proxy.oauth.login import login
+
     tokens = asyncio.run(login(cfg, open_browser=open_browser, announce=_announce,
                                paste=(_read_pasted_line, _tell) if paste else None))
     store_for(cfg).save(tokens)
@@ -73,20 +77,20 @@ def login_now(cfg: Config, *, open_browser: Callable[[str], object] | None,
 
 def post_pasted(cfg: Config, address: str) -> tuple[int, str]:
     """Hand one pasted address to the daemon's /-/login/paste: its status and sentence."""
+    from qonic_proxy.oauth.paste import ADDRESS_HEADER, PASTE_HEADER, PASTE_PATH
+
     body = json.dumps({"address": address.strip()}).encode()
     headers = {**key_header(cfg), PASTE_HEADER: "1", "Content-Type": "application/json",
                ADDRESS_HEADER: address.strip()}  # the daemon answers before reading a body
-    connection = http.client.HTTPConnection(connect_host(cfg.proxy.listen_host), cfg.proxy.port,
-                                            timeout=cfg.oauth.login_timeout + 30)
     try:
-        connection.request("POST", PASTE_PATH, body=body, headers=headers)
-        response = connection.getresponse()
-        answer = json.loads(response.read(65536) or b"{}")
-    except (OSError, http.client.HTTPException, ValueError) as err:
+        response = request(cfg, "POST", PASTE_PATH, body=body, headers=headers,
+                           timeout=cfg.oauth.login_timeout + 30)  # a checked listener
+        answer = json.loads(response.body or b"{}")
+    except ForeignListener:
+        raise
+    except (OSError, ValueError) as err:
         raise QonicProxyError(f"cannot reach the running qonic-proxy ({err}); "
                               "is it still running?") from None
-    finally:
-        connection.close()
     return response.status, str(answer.get("message") if isinstance(answer, dict) else "")
 
 
@@ -149,6 +153,9 @@ def join_daemon_login(cfg: Config, *, open_browser: Callable[[str], object] | No
     print("(the running qonic-proxy is waiting for this login; it will store the token)",
           file=sys.stderr, flush=True)
     if open_browser is not None:
+        from qonic_proxy.oauth.login import open_browser_in_background
+
+
         open_browser_in_background(open_browser, url)
     deadline = time.monotonic() + cfg.oauth.login_timeout
     while time.monotonic() < deadline:
@@ -213,6 +220,8 @@ def current_access_token(cfg: Config) -> str:
                 print(f"qonic-proxy: {_not_refreshing(store, err)}", file=sys.stderr, flush=True)
                 return latest.access_token
             raise QonicProxyError(_not_refreshing(store, err)) from None
+        from qonic_proxy.oauth.client import refresh_tokens  # ssl, only to refresh
+
         try:
             new = refresh_tokens(cfg, latest.refresh_token)
             store.save(new, reservation)

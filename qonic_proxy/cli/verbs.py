@@ -7,7 +7,6 @@ verb that needs them, so `status` or `token` start fast and never load mitmproxy
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 
@@ -34,6 +33,8 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     # before importing mitmproxy: its imports log, and with --log-format json every line on
     # stderr must be JSON
     configure_logging(args.log_level, args.log_format)
+    import asyncio
+
     from qonic_proxy.proxy.daemon import serve
 
     cfg = load(args)

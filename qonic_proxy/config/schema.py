@@ -6,7 +6,6 @@ so unknown sections and keys are refused, naming the closest valid one.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -36,6 +35,8 @@ def all_keys() -> list[str]:
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """" (did you mean X?)" for the closest of `choices`, or "" when none is close."""
+    import difflib  # only to name a near miss
+
     match = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {match[0]}?)" if match else ""
 

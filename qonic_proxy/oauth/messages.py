@@ -6,10 +6,7 @@ exception or a page, so the cleaning and the redaction happen in one place.
 
 from __future__ import annotations
 
-import http.client
 import json
-import socket
-import ssl
 import unicodedata
 import urllib.parse
 from collections.abc import Iterable
@@ -94,6 +91,10 @@ def server_error(data: object) -> tuple[str | None, str]:
 
 def network_error(exc: BaseException, url: str, timeout: float) -> TokenEndpointError:
     """One sentence per way a connection to the token endpoint can fail, with where to look."""
+    import http.client  # these three only once something failed
+    import socket
+    import ssl
+
     if isinstance(exc, TimeoutError):
         return TokenEndpointError(
             f"the token endpoint at {url} did not answer within {timeout:g} s; check [qonic] "

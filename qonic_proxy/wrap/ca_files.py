@@ -9,17 +9,40 @@ verifies both intercepted Qonic calls and tunnelled calls to every other host.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
 from pathlib import Path
 
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import ConfigError, QonicProxyError
-from qonic_proxy.files import PUBLIC_FILE_MODE
+from qonic_proxy.files import PUBLIC_FILE_MODE, write_atomic
 from qonic_proxy.interception_ca import CA_CERT_FILE, CA_KEY_FILE, MissingCertificate, ensure_ca
-from qonic_proxy.trust import trust_roots, write_bundle
+from qonic_proxy.trust import TrustRoots, trust_roots, write_bundle
 
 PROXY_CA_FILE = CA_CERT_FILE
 PROXY_CA_KEY_FILE = CA_KEY_FILE
 BUNDLE_FILE = "ca-bundle.pem"
+SOURCES_FILE = ".ca-bundle.sources"  # what the bundle was made from (names, sizes, times)
+
+
+def _sources(roots: TrustRoots) -> bytes:
+    """A digest of every file the bundle is made from, by stat alone (a hashed CA folder holds
+    hundreds of files: reading them all on every `exec` costs more than the rest of it)."""
+    seen = hashlib.sha256()
+    files = [roots.system_file, roots.public_file, roots.extra_file]
+    if roots.system_dir is not None:
+        try:
+            files += sorted(Path(entry.path) for entry in os.scandir(roots.system_dir))
+        except OSError:
+            files.append(roots.system_dir)
+    for path in files:
+        try:
+            info = os.stat(path) if path is not None else None
+        except OSError:
+            info = None
+        facts = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns) if info else ()
+        seen.update(f"{path}\0{facts}\n".encode())
+    return seen.hexdigest().encode()
 
 
 def ca_certificate(cfg: Config) -> str:
@@ -55,8 +78,15 @@ def ca_bundle(cfg: Config) -> str:
         raise _proxy_ca_error(proxy_ca, err.strerror) from None
     bundle = cfg.proxy.ca_dir / BUNDLE_FILE
     roots = dataclasses.replace(trust_roots(None), extra_file=proxy_ca)
+    sources, stamp = _sources(roots), cfg.proxy.ca_dir / SOURCES_FILE
+    try:
+        if bundle.is_file() and stamp.read_bytes() == sources:
+            return str(bundle)  # nothing it is made from changed since it was written
+    except OSError:
+        pass
     try:
         write_bundle(roots, bundle, mode=PUBLIC_FILE_MODE)
+        write_atomic(stamp, sources)
     except ConfigError:  # the proxy CA vanished or was emptied since it was checked
         raise _proxy_ca_error(proxy_ca, "no certificate in it") from None
     except OSError as err:

@@ -31,7 +31,6 @@ from qonic_proxy.cli.daemon_client import daemon_health, key_header
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import LoginError, QonicProxyError
 from qonic_proxy.hosts import Origin, connect_host
-from qonic_proxy.oauth.login import open_browser_in_background
 from qonic_proxy.wrap.environment import Endpoints, private_config
 
 log = logging.getLogger("qonic_proxy.exec")
@@ -94,6 +93,8 @@ async def _wait_for_running_login(cfg: Config, endpoints: Endpoints, health: Map
     print(f"qonic-proxy: log in to Qonic to continue: open {login_page} in a browser "
           "(or run `qonic-proxy login`)", file=sys.stderr, flush=True)
     if cfg.oauth.open_browser:
+        from qonic_proxy.oauth.login import open_browser_in_background
+
         open_browser_in_background(webbrowser.open, login_page)
 
     async def logged_in() -> bool:

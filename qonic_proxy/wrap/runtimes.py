@@ -17,6 +17,8 @@ new proxy CA reaches all of them and a program reading one never sees it half-wr
 from __future__ import annotations
 
 import base64
+import contextlib
+import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -79,10 +81,16 @@ def write_php_ini(folder: Path, bundle: str) -> Path:
 def write_java_truststore(folder: Path, bundle: str) -> Path:
     """A password-less PKCS12 trust store of every certificate in `bundle`."""
     path = folder / JAVA_STORE_FILE
-    blocks = _PEM_BODY.findall(Path(bundle).read_bytes())
+    pem = Path(bundle).read_bytes()
+    made_from, digest = folder / f".{JAVA_STORE_FILE}.source", hashlib.sha256(pem).digest()
+    with contextlib.suppress(OSError):
+        if path.is_file() and made_from.read_bytes() == digest:
+            return path  # made from this very bundle: encoding it again costs ~40 ms
+    blocks = _PEM_BODY.findall(pem)
     # PEM is base64 of the DER: no parsing, so an odd system root (a negative serial) is kept
     _write_if_changed(path, java_truststore(base64.b64decode(b"".join(b.split()))
                                             for b in blocks))
+    write_atomic(made_from, digest)
     return path
 
 

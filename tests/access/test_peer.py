@@ -111,3 +111,37 @@ def test_the_initial_user_namespace_has_no_unmapped_uid() -> None:
         initial = mapping.read().split() == ["0", "0", "4294967295"]
     peer.unmapped_uid.cache_clear()
     assert (peer.unmapped_uid() is None) == initial
+
+
+@pytest.mark.parametrize(("family", "host", "connect_to"), CASES)
+def test_the_listener_we_reached_is_our_own(family: socket.AddressFamily, host: str,
+                                            connect_to: str | None) -> None:
+    server = socket.socket(family)
+    server.bind((host, 0))
+    server.listen()
+    try:
+        with socket.create_connection((connect_to or host, server.getsockname()[1])) as client:
+            assert peer.listener_uid(client) == os.getuid()  # before the server accepted it
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("lookup", ["sock_diag", "proc"])
+def test_the_listener_of_another_account_is_told_apart(lookup: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    need_root()
+    if lookup == "proc":
+        monkeypatch.setattr(peer, "_sock_diag", lambda *_: (_ for _ in ()).throw(OSError()))
+    script = ("import socket,sys;s=socket.socket();s.bind(('127.0.0.1',0));s.listen();"
+              "print(s.getsockname()[1],flush=True);sys.stdin.read()")
+    child = subprocess.Popen(["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c", script],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        port = int(child.stdout.readline())
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            assert peer.listener_uid(client) == 65534  # it never called accept()
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(10)

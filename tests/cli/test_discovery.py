@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
+
+from qonic_proxy.access import peer
+from qonic_proxy.cli import daemon_client
 from qonic_proxy.cli.discovery import with_running_daemon
 from qonic_proxy.config.loader import load_config
 from qonic_proxy.runtime_file import RuntimeFile, record_for
@@ -35,3 +40,37 @@ def test_a_daemon_of_another_api_on_our_port_is_ignored(tmp_path: Path) -> None:
 def test_nothing_answering_keeps_the_configured_port(tmp_path: Path) -> None:
     cfg = load_config(write_config(tmp_path), {})
     assert with_running_daemon(cfg) == cfg
+
+
+def test_a_port_held_by_another_account_is_no_daemon_of_ours(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with fake_daemon() as daemon:
+        cfg = load_config(write_config(tmp_path, port=daemon.port), {})
+        daemon.health = health_answer(cfg.qonic.api_url, daemon.port, forward_port=None)
+        monkeypatch.setattr(peer, "listener_uid", lambda sock: 0 if os.getuid() else 1)
+        monkeypatch.setattr(daemon_client, "_trusted", lambda holder, expected: False)
+        assert with_running_daemon(cfg).proxy.port == 0
+        assert "so nothing was sent to it" in capsys.readouterr().err
+        assert daemon.requests == []
+
+
+def test_the_runtime_files_account_is_expected_and_its_api_checked(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with fake_daemon() as daemon:
+        cfg = load_config(write_config(tmp_path, port=0), {})
+        runtime = RuntimeFile(cfg)
+        runtime.claim()
+        try:
+            runtime.write(record_for(cfg, cfg.qonic.api_url, daemon.url, daemon.port, None, 0))
+            found = with_running_daemon(cfg)
+            assert found.proxy.port == daemon.port
+            assert daemon_client.expected_owner(found) == os.getuid()
+            assert daemon.requests == []  # the listener is checked on connect alone
+            runtime.write(record_for(cfg, "https://other.qonic.test", daemon.url, daemon.port,
+                                     None, 0))
+            assert with_running_daemon(cfg).proxy.port == 0
+            assert "serves https://other.qonic.test, not https://api.qonic.com" in \
+                capsys.readouterr().err
+        finally:
+            runtime.release()

@@ -85,3 +85,53 @@ def test_one_shot_verbs_and_exec_never_import_mitmproxy(tmp_path: Path) -> None:
     assert (cfg.proxy.ca_dir / PROXY_CA_FILE).is_file()
     assert "a" * 40 in result.stdout  # `token` printed the cached token
     assert "/-/login" in [path for path, _ in daemon.requests]  # login joined the daemon's
+
+
+FAST_SCRIPT = textwrap.dedent("""\
+    import contextlib, io, json, sys
+    from qonic_proxy.cli.main import main
+
+    verb, config, out = sys.argv[1:4]
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        code = main([verb, "--config", config])
+    heavy = ("cryptography", "mitmproxy", "asyncio", "h11", "ssl", "http.client", "certifi")
+    loaded = sorted(name for name in heavy if name in sys.modules)
+    with open(out, "w") as fh:
+        json.dump({"code": code, "loaded": loaded, "printed": printed.getvalue()}, fh)
+    """)
+NEVER = {"cryptography", "mitmproxy", "h11"}  # the CA, the daemon, the login's callback server
+FAST_VERBS = {"token": NEVER | {"asyncio", "ssl", "http.client", "certifi"},
+              "status": NEVER | {"asyncio", "ssl", "http.client", "certifi"},
+              "env": NEVER}
+
+
+def test_token_status_and_env_with_a_daemon_load_no_heavy_module(tmp_path: Path) -> None:
+    """With a daemon running and its CA in place, these start with the config and the cache
+    alone: no `cryptography` (the CA is recognised by its digest), no asyncio for token and
+    status, no TLS for token (nothing to refresh)."""
+    from qonic_proxy.wrap.ca_files import ca_bundle
+
+    with fake_daemon() as daemon:
+        served = write_config(tmp_path, port=daemon.port)
+        daemon.health.update(health_answer("https://api.qonic.com", daemon.port,
+                                           forward_port=daemon.port))
+        cfg = load_config(served)
+        now = time.time()
+        store_for(cfg).save(TokenSet(access_token="a" * 40, refresh_token=None,
+                                     expires_at=now + 3600, scopes=("projects:read",),
+                                     token_type="Bearer", obtained_at=now))
+        ca_bundle(cfg)  # the first `exec` makes the CA (with cryptography) and the bundle
+        ca_bundle(cfg)  # the next one checks it once more, then knows it by its digest
+        env = {k: v for k, v in os.environ.items()
+               if not k.lower().endswith("_proxy") and not k.startswith("QONIC_")}
+        env["PYTHONPATH"] = str(REPO)
+        for verb, forbidden in FAST_VERBS.items():
+            out = tmp_path / f"{verb}.json"
+            result = subprocess.run([sys.executable, "-c", FAST_SCRIPT, verb, str(served),
+                                     str(out)], env=env, capture_output=True, text=True,
+                                    timeout=60, stdin=subprocess.DEVNULL, check=False)
+            assert result.returncode == 0, result.stderr
+            outcome = json.loads(out.read_text())
+            assert outcome["code"] == 0, (verb, result.stderr)
+            assert not forbidden & set(outcome["loaded"]), (verb, outcome["loaded"])
+    assert "export HTTPS_PROXY=" in json.loads((tmp_path / "env.json").read_text())["printed"]

@@ -15,6 +15,7 @@ from qonic_proxy.cli.status_format import format_status
 from qonic_proxy.config.loader import load_config
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import QonicProxyError
+from qonic_proxy.oauth import client as oauth_client
 from qonic_proxy.oauth.tokenset import TokenSet
 from tests.cli.helpers import write_config
 
@@ -39,7 +40,7 @@ def spent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         calls.append(refresh_token)
         return tokens("a-new", "r-new", 600)
 
-    monkeypatch.setattr(session, "refresh_tokens", refresh)
+    monkeypatch.setattr(oauth_client, "refresh_tokens", refresh)  # imported when used
     return calls
 
 
