@@ -93,6 +93,19 @@ def peer_uid(ours: Address, theirs: Address) -> int | None:
     None: not Linux, not a loopback peer (the kernel knows nothing of remote accounts), no
     matching socket (the peer already left), or an account outside our user namespace.
     """
+    uid = raw_peer_uid(ours, theirs)
+    return None if uid is None or uid == unmapped_uid() else uid
+
+
+def peer_is_outside(uid: int | None) -> bool:
+    """True for the uid the kernel shows for an account outside our user namespace: a local
+    account that is certainly neither ours nor (under systemd's PrivateUsers=yes) root."""
+    return uid is not None and uid == unmapped_uid()
+
+
+def raw_peer_uid(ours: Address, theirs: Address) -> int | None:
+    """peer_uid, but the unmapped uid of a user namespace is returned as the kernel gives it
+    (see `peer_is_outside`)."""
     if not sys.platform.startswith("linux") or not is_loopback(theirs[0]):
         return None
     try:
@@ -103,11 +116,10 @@ def peer_uid(ours: Address, theirs: Address) -> int | None:
     if table != table_ours:
         return None
     try:
-        uid = _sock_diag(theirs, ours)
+        return _sock_diag(theirs, ours)
     except (OSError, ValueError, struct.error):
         # no netlink here (a sandbox, another kernel): read the table instead
-        uid = _scan(table, f" {their_entry} {our_entry} ")
-    return None if uid is None or uid == unmapped_uid() else uid
+        return _scan(table, f" {their_entry} {our_entry} ")
 
 
 def _packed(host: str) -> tuple[int, bytes]:

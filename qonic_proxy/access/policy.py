@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from qonic_proxy.access.peer import peer_uid
+from qonic_proxy.access.peer import peer_is_outside, raw_peer_uid
 from qonic_proxy.access.rules import RuleSet
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -36,9 +36,19 @@ class Peer:
     """The local account on the other end of a connection (uid None: not identified)."""
 
     uid: int | None
+    # uid None because the account lives outside our user namespace (systemd's PrivateUsers=):
+    # not ours, so it is refused unless it presents the client key
+    outside: bool = False
+
+    @classmethod
+    def of(cls, uid: int | None) -> Peer:
+        """The peer for a raw socket-table uid (see `peer.raw_peer_uid`)."""
+        return cls(None, outside=True) if peer_is_outside(uid) else cls(uid)
 
     @property
     def name(self) -> str:
+        if self.outside:
+            return "an account outside this service's user namespace"
         return "unidentified" if self.uid is None else account_name(self.uid)
 
     def describe(self) -> str:
@@ -55,10 +65,11 @@ class Policy:
     rules: Mapping[int, RuleSet] = field(default_factory=dict)
     _logged: dict[int, float] = field(default_factory=dict, repr=False)
 
-    def allows(self, peer: Peer) -> bool:
-        """False only for an identified account that is not ours, root, or listed."""
+    def allows(self, peer: Peer, *, keyed: bool = False) -> bool:
+        """False for an identified account that is not ours, root, or listed, and for an account
+        outside our user namespace that did not present a key (`keyed`)."""
         if peer.uid is None:
-            return True
+            return keyed or not peer.outside
         return (peer.uid in (self.owner, 0) or peer.uid in self.users
                 or peer.uid in self.read_only or peer.uid in self.rules)
 
@@ -102,6 +113,12 @@ class Policy:
 
 def refused_message(peer: Peer, config_path: object) -> str:
     where = f" in {config_path}" if config_path else ""
+    if peer.outside:
+        return ("qonic-proxy serves only its own account and root, and it runs in a private user "
+                "namespace (systemd's PrivateUsers=) where every other local account looks the "
+                "same: present the client key ([proxy] client_key_file), or, for the system "
+                "unit, install systemd/shared-machine.conf and name the account in [access] "
+                "users (docs/systemd.md, Shared machines).")
     return (f"qonic-proxy serves only its own account; the local account {peer.describe()} is "
             f"not allowed: add {peer.name!r} to [access] users{where} to let it use the proxy.")
 
@@ -125,6 +142,6 @@ def connection_allowed(sockname: object, peername: object, users: tuple[int, ...
     """
     uid = None
     if isinstance(sockname, tuple) and isinstance(peername, tuple):
-        uid = peer_uid(sockname[:2], peername[:2])
-    peer = Peer(uid)
+        uid = raw_peer_uid(sockname[:2], peername[:2])
+    peer = Peer.of(uid)
     return Policy(users=frozenset(users)).allows(peer), peer

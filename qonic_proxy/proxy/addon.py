@@ -127,17 +127,15 @@ class QonicAddon:
                 self.metrics.rejected.inc(shape.error)
                 flow.response = shape.response()
                 return
+            admitted = self.key_check.connect(flow)  # first: a key may admit an outside peer
             if self._refused_peer(flow, connect=True):
                 return
         except Exception:
-            log.exception("internal error while checking the account of a CONNECT")
+            log.exception("internal error while checking the account or key of a CONNECT")
             flow.response = internal_error()
             return
-        try:
-            if self.key_check.connect(flow):
-                return
-        except Exception:
-            log.exception("internal error while checking the client key of a CONNECT")
+        if admitted:
+            return
         self.metrics.rejected.inc("client_key")
         log.warning("refused CONNECT without a valid client key")
         flow.response = key_required(407)
@@ -212,7 +210,7 @@ class QonicAddon:
         peer = self.peer_check.peer(flow.client_conn)
         policy = self.peer_check.policy
         method = flow.request.method
-        if not policy.allows(peer):
+        if not policy.allows(peer, keyed=self.key_check.held(flow)):
             refusal = peer_refused(refused_message(peer, self.config_path))
         elif connect or (limit := self.peer_check.limit(flow, peer)) is None:
             return False

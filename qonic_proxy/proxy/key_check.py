@@ -18,7 +18,7 @@ from mitmproxy import connection, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from qonic_proxy.access.minted_keys import KEYS_PATH, PREFIX, Grant, MintedKeys
-from qonic_proxy.access.peer import peer_uid
+from qonic_proxy.access.peer import raw_peer_uid
 from qonic_proxy.access.policy import Peer, Policy
 from qonic_proxy.proxy import client_key
 from qonic_proxy.proxy.endpoints import Caller
@@ -112,6 +112,10 @@ class KeyCheck:
         uid = None if peers is None else peers.peer(flow.client_conn).uid
         return Caller(uid, holder == CONFIGURED, holder if isinstance(holder, Grant) else None)
 
+    def held(self, flow: http.HTTPFlow) -> bool:
+        """Whether this request (or its CONNECT tunnel) presented a valid key of ours."""
+        return flow.metadata.get(HOLDER_KEY) is not None or flow.client_conn in self.keyed
+
     def key_id(self, flow: http.HTTPFlow) -> str | None:
         """The id of the minted key this request carried, for the audit log (never the key)."""
         holder = flow.metadata.get(HOLDER_KEY)
@@ -132,11 +136,11 @@ class PeerCheck:
     def connected(self, client: connection.Client) -> None:
         """Identify the peer of a new connection (one socket-table lookup, never per request)."""
         try:
-            uid = peer_uid(client.sockname[:2], client.peername[:2])
+            uid = raw_peer_uid(client.sockname[:2], client.peername[:2])
         except Exception:  # an address we cannot read: treat the peer as unidentified
             log.exception("could not identify the peer of a connection")
             uid = None
-        self.peers[client] = UNIDENTIFIED if uid is None else Peer(uid)
+        self.peers[client] = UNIDENTIFIED if uid is None else Peer.of(uid)
 
     def peer(self, client: connection.Client) -> Peer:
         found = self.peers.get(client)

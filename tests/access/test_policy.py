@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
+from qonic_proxy.access import policy as policy_module
 from qonic_proxy.access.policy import (
     LOG_EVERY,
     Peer,
@@ -50,3 +53,18 @@ def test_connection_allowed_without_addresses_is_unidentified() -> None:
     assert allowed and peer.uid is None
     allowed, peer = connection_allowed(("127.0.0.1", 1), ("127.0.0.1", 2), (os.geteuid(),))
     assert allowed
+
+
+def test_an_account_outside_our_user_namespace_needs_the_key(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under PrivateUsers= every unmapped account shows as one overflow uid: never ours."""
+    monkeypatch.setattr(policy_module, "peer_is_outside", lambda uid: uid == 65534)
+    outside = Peer.of(65534)
+    assert outside.uid is None and outside.outside
+    policy = Policy(users=frozenset({1001}), owner=1000)
+    assert not policy.allows(outside)
+    assert policy.allows(outside, keyed=True)
+    assert policy.allows(Peer(None))  # unidentified (another OS, a peer gone): the key decides
+    message = refused_message(outside, "/etc/qonic-proxy/config.toml")
+    assert "PrivateUsers=" in message and "client_key_file" in message
+    assert "shared-machine.conf" in message

@@ -104,8 +104,8 @@ def first_login(m: Machine, reverse_port: int, user: str | None = None,
     assert "Logged in to Qonic" in result.stdout, result.stderr
 
 
-def health(m: Machine, port: int) -> dict[str, object]:
-    out = m.run("curl", "-s", f"http://127.0.0.1:{port}/-/health").stdout
+def health(m: Machine, port: int, user: str | None = None) -> dict[str, object]:
+    out = m.run("curl", "-s", f"http://127.0.0.1:{port}/-/health", user=user).stdout
     return json.loads(out) if out else {}
 
 
@@ -200,8 +200,15 @@ def test_user_unit_start_login_stop_and_config_error(machine: Machine) -> None:
     user("start", UNIT)
     assert status_text(m, UNIT, USER).startswith("waiting for login")
     first_login(m, USER_PORTS[0], user=USER, env=USER_ENV)
-    wait_for(lambda: health(m, USER_PORTS[0]).get("logged_in"), 30, "the user unit's login")
-    assert m.run("curl", "-sf", f"http://127.0.0.1:{USER_PORTS[0]}/v1/projects").stdout
+    wait_for(lambda: health(m, USER_PORTS[0], USER).get("logged_in"), 30,
+             "the user unit's login")
+    assert m.run("curl", "-sf", f"http://127.0.0.1:{USER_PORTS[0]}/v1/projects",
+                 user=USER).stdout
+    # Root is outside the user unit's user namespace (a user manager cannot map it), like every
+    # other account: it cannot be told apart from them, so it is refused without the key.
+    refused = m.run("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                    f"http://127.0.0.1:{USER_PORTS[0]}/v1/projects").stdout
+    assert refused == "403", refused
     token = m.path(f"/home/{USER}/.local/state/qonic-proxy/token.json").stat()
     assert (token.st_uid, stat.S_IMODE(token.st_mode)) == (UID, 0o600)
 
