@@ -7,12 +7,13 @@ Only the fields below are ever written: never a token, code, key, query string o
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import os
 import stat
 import time
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 
 from qonic_proxy.errors import ConfigError
@@ -43,17 +44,34 @@ class AuditRecord:
     key_id: str | None = None
 
     def line(self, now: float | None = None) -> bytes:
+        """The JSON line, encoded by hand: it is written for every audited request, and this is
+        about three times cheaper than json.dumps of a dict (bench/access_cost.py)."""
         moment = time.time() if now is None else now
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment))
-        body = {
-            "time": f"{stamp}.{int(moment % 1 * 1000):03d}Z",
-            "account": self.account, "uid": self.uid, "key_id": self.key_id,
-            "listener": self.listener, "method": self.method[:20],
-            "path": self.path.split("?", 1)[0][:300], "status": self.status,
-            "bytes_up": self.bytes_up, "bytes_down": self.bytes_down,
-            "duration_ms": round(self.duration_ms, 1), "reason": self.reason,
-        }
-        return json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode() + b"\n"
+        second = int(moment)
+        stamp = f"{_utc_second(second)}.{int((moment - second) * 1000):03d}Z"
+        return (
+            f'{{"time":"{stamp}","account":{_text(self.account)},"uid":{_number(self.uid)},'
+            f'"key_id":{_text(self.key_id)},"listener":{_text(self.listener)},'
+            f'"method":{_text(self.method[:20])},'
+            f'"path":{_text(self.path.split("?", 1)[0][:300])},"status":{int(self.status)},'
+            f'"bytes_up":{_number(self.bytes_up)},"bytes_down":{_number(self.bytes_down)},'
+            f'"duration_ms":{round(float(self.duration_ms), 1)!r},'
+            f'"reason":{_text(self.reason)}}}\n').encode("ascii")
+
+
+def _text(value: str | None) -> str:
+    """A JSON string (ASCII only, every control character escaped), or null."""
+    return "null" if value is None else encode_basestring_ascii(value)
+
+
+def _number(value: int | None) -> str:
+    return "null" if value is None else str(int(value))
+
+
+@functools.lru_cache(maxsize=4)
+def _utc_second(second: int) -> str:
+    """`YYYY-MM-DDTHH:MM:SS` of one UTC second: lines of the same second share it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
 class AuditLog:

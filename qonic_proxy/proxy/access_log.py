@@ -27,7 +27,7 @@ def mark_refused(flow: http.HTTPFlow, reason: str) -> None:
 
 
 def audit_record(flow: http.HTTPFlow, status: int, peer: Peer, *, keyed: bool,
-                 ) -> AuditRecord | None:
+                 key_id: str | None = None) -> AuditRecord | None:
     """The audit line of a flow that reached the token path or was refused by access control
     (None for any other flow); taken once, so a flow is audited once."""
     mark = flow.metadata.pop(AUDIT_KEY, None)
@@ -37,7 +37,7 @@ def audit_record(flow: http.HTTPFlow, status: int, peer: Peer, *, keyed: bool,
     response = flow.response
     return AuditRecord(
         account=None if peer.uid is None else peer.name, uid=peer.uid,
-        key_id="client_key" if keyed and peer.uid is None else None,
+        key_id=key_id or ("client_key" if keyed and peer.uid is None else None),
         listener=listener_name(flow), method=flow.request.method,
         path=flow.request.path.split("?", 1)[0], status=status,
         bytes_up=body_size(flow.request),

@@ -9,7 +9,6 @@ our header.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import ssl
 import time
@@ -233,10 +232,10 @@ class QonicAddon:
         if self.audit is None or self.peer_check is None:
             return
         record = access_log.audit_record(flow, status, self.peer_check.peer(flow.client_conn),
-                                         keyed=self.key_check.key is not None)
+                                         keyed=self.key_check.key is not None,
+                                         key_id=self.key_check.key_id(flow))  # a minted key's
         if record is not None:
-            key_id = self.key_check.key_id(flow) or record.key_id  # a minted key's id
-            self.audit.write(dataclasses.replace(record, key_id=key_id))
+            self.audit.write(record)
 
     def _observe(self, flow: http.HTTPFlow, status: int) -> None:
         self._audit(flow, status)

@@ -54,7 +54,7 @@ def decide(addon: QonicAddon, flow: http.HTTPFlow) -> None:
 def test_identified_once_per_connection_before_any_request(
         rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[object] = []
-    monkeypatch.setattr(key_check, "peer_uid", lambda *a: calls.append(a) or OWNER)
+    monkeypatch.setattr(key_check, "raw_peer_uid", lambda *a: calls.append(a) or OWNER)
     hold(rig, token("a0"))
     addon = make_addon(rig)
     flow = api_flow()
@@ -72,7 +72,7 @@ def test_identified_once_per_connection_before_any_request(
 
 def test_another_account_gets_a_403_naming_it_and_the_setting(
         rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(key_check, "peer_uid", lambda *a: STRANGER)
+    monkeypatch.setattr(key_check, "raw_peer_uid", lambda *a: STRANGER)
     hold(rig, token("a0"))
     addon = make_addon(rig)
     flow = api_flow()
@@ -90,7 +90,7 @@ def test_another_account_gets_a_403_naming_it_and_the_setting(
 def test_connect_is_refused_to_other_accounts_and_opens_for_read_only_ones(
         rig: Rig, monkeypatch: pytest.MonkeyPatch, uid: int, status: int | None) -> None:
     """A read-only account's tunnel opens: each request inside it is checked."""
-    monkeypatch.setattr(key_check, "peer_uid", lambda *a: uid)
+    monkeypatch.setattr(key_check, "raw_peer_uid", lambda *a: uid)
     addon = make_addon(rig)
     flow = api_flow(b"CONNECT")
     addon.client_connected(flow.client_conn)
@@ -103,7 +103,7 @@ def test_connect_is_refused_to_other_accounts_and_opens_for_read_only_ones(
                                                  (b"DELETE", True), (b"PATCH", True)])
 def test_read_only_accounts_may_only_read(rig: Rig, monkeypatch: pytest.MonkeyPatch,
                                           method: bytes, refused: bool) -> None:
-    monkeypatch.setattr(key_check, "peer_uid", lambda *a: READER)
+    monkeypatch.setattr(key_check, "raw_peer_uid", lambda *a: READER)
     hold(rig, token("a0"))
     addon = make_addon(rig)
     flow = api_flow(method)
@@ -119,7 +119,7 @@ def test_read_only_accounts_may_only_read(rig: Rig, monkeypatch: pytest.MonkeyPa
 
 def test_an_unidentified_peer_is_left_to_the_client_key(
         rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(key_check, "peer_uid", lambda *a: None)
+    monkeypatch.setattr(key_check, "raw_peer_uid", lambda *a: None)
     hold(rig, token("a0"))
     addon = make_addon(rig)
     flow = api_flow(b"POST")
@@ -181,7 +181,7 @@ def sent(addon: QonicAddon, flow: http.HTTPFlow) -> tuple[int | None, dict[str, 
 def test_an_account_with_rules_may_send_only_what_they_match(
         rig: Rig, monkeypatch: pytest.MonkeyPatch, mode: str, method: bytes, path: str,
         refused: bool) -> None:
-    monkeypatch.setattr(key_check, "peer_uid", lambda *a: REPORTER)
+    monkeypatch.setattr(key_check, "raw_peer_uid", lambda *a: REPORTER)
     hold(rig, token("a0"))
     addon = rules_addon(rig)
     if mode == "reverse":
@@ -199,7 +199,7 @@ def test_an_account_with_rules_may_send_only_what_they_match(
 
 def test_an_account_with_rules_only_reads_our_endpoints(
         rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(key_check, "peer_uid", lambda *a: REPORTER)
+    monkeypatch.setattr(key_check, "raw_peer_uid", lambda *a: REPORTER)
     addon = rules_addon(rig)
     status, body = sent(addon, reverse_flow(b"POST", "/-/login/paste"))
     assert status == 403 and body["error"] == "read_only"
@@ -222,7 +222,7 @@ def proxy_basic(key: str) -> tuple[bytes, bytes]:
 
 def test_a_read_only_minted_key_narrows_its_owner_in_both_modes(
         rig: Rig, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(key_check, "peer_uid", lambda *a: os.geteuid())
+    monkeypatch.setattr(key_check, "raw_peer_uid", lambda *a: os.geteuid())
     hold(rig, token("a0"))
     audit = AuditLog(tmp_path / "audit.jsonl")
     addon = rules_addon(rig, audit)
@@ -258,7 +258,7 @@ def test_a_read_only_minted_key_narrows_its_owner_in_both_modes(
 def test_a_minted_key_works_only_for_its_account_and_while_live(
         rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     uid = [os.geteuid()]
-    monkeypatch.setattr(key_check, "peer_uid", lambda *a: uid[0])
+    monkeypatch.setattr(key_check, "raw_peer_uid", lambda *a: uid[0])
     hold(rig, token("a0"))
     addon = rules_addon(rig)
     addon.peer_check.policy.users = frozenset({STRANGER})  # type: ignore[union-attr]
@@ -278,7 +278,7 @@ def test_a_minted_key_works_only_for_its_account_and_while_live(
 def test_only_identified_accounts_or_configured_key_holders_mint(
         rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     uid: list[int | None] = [None]
-    monkeypatch.setattr(key_check, "peer_uid", lambda *a: uid[0])
+    monkeypatch.setattr(key_check, "raw_peer_uid", lambda *a: uid[0])
     addon = rules_addon(rig)
 
     status, body = mint(addon)
@@ -295,7 +295,7 @@ def test_only_identified_accounts_or_configured_key_holders_mint(
 
 def test_a_configured_key_holder_mints_and_revokes(
         rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(key_check, "peer_uid", lambda *a: None)
+    monkeypatch.setattr(key_check, "raw_peer_uid", lambda *a: None)
     addon = rules_addon(rig)
     addon.key_check.key = "c" * 32
 
