@@ -178,7 +178,7 @@ def clients(work: Path) -> dict[str, list[str]]:
     for name, argv in {"wget": ["wget", "-q", "-O", "-", "--timeout=20"],
                        "ruby": ["ruby", str(PROBES / "fetch.rb")],
                        "php": ["php", str(PROBES / "fetch.php")],
-                       "node": ["node", str(PROBES / "fetch.js")]}.items():
+                       "node": [node_program(), str(PROBES / "fetch.js")]}.items():
         if _which(argv[0]):
             found[name] = argv
     if (work / "fetch-go").is_file():
@@ -190,6 +190,12 @@ def clients(work: Path) -> dict[str, list[str]]:
 
 def _which(program: str) -> bool:
     return shutil.which(program, path="/usr/local/bin:/usr/bin:/bin") is not None
+
+
+def node_program() -> str:
+    """`$QONIC_TEST_NODE` (a Node >= 22 that .ci/run unpacks from the npm registry), else the
+    system's `node`."""
+    return os.environ.get("QONIC_TEST_NODE") or "node"
 
 
 def run_clients(work: Path, config: Path, reverse_url: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.wrap.exec_world import REPO
+from tests.wrap.ns_scenario import node_program
 
 PROBES = Path(__file__).parent / "probes"
 CLIENTS = ("curl", "wget", "urllib", "requests", "httpx", "java", "java-urlconnection", "go",
@@ -32,9 +33,10 @@ MISSING = {"wget": "wget", "go": "golang-go", "ruby": "ruby", "php": "php-cli ph
 
 
 def _node_major() -> int:
-    if shutil.which("node") is None:
+    node = node_program()
+    if shutil.which(node) is None:
         return 0
-    out = subprocess.run(["node", "--version"], capture_output=True, text=True, check=False)
+    out = subprocess.run([node, "--version"], capture_output=True, text=True, check=False)
     match = re.match(r"v(\d+)", out.stdout)
     return int(match.group(1)) if match else 0
 
