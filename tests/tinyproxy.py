@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from qonic_proxy.ports import free_port
+from tests.harness import stop_process
 
 ENV_BINARY = "QONIC_TEST_TINYPROXY"
 CACHE_BINARY = (Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -54,13 +55,7 @@ class Tinyproxy:
         return _CONNECT.findall(self.log_text())
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
 
 def start_tinyproxy(tmp: Path, *, user: str | None = None,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser import __file__ as BROWSER_SCRIPT
-from tests.harness import free_port
+from tests.harness import free_port, stop_process
 
 KEPT_VARIABLES = ("PATH", "LANG", "LC_ALL", "SYSTEMROOT", "TMPDIR")
 
@@ -78,13 +78,7 @@ class RunningSandbox:
         self.snippet = "".join([*lines, line])
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
