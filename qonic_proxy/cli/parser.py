@@ -73,7 +73,8 @@ def build_parser(commands: Sequence[Command] = COMMANDS, only: str | None = None
     parser = Parser(prog="qonic-proxy", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"qonic-proxy {__version__}",
                         help="print the version and exit")
-    subparsers = parser.add_subparsers(dest="verb", metavar="VERB")
+    # prog given: argparse would otherwise format a usage line (and import shutil) to find it
+    subparsers = parser.add_subparsers(dest="verb", metavar="VERB", prog=parser.prog)
     parser.verb_parsers = {}
     for command in commands:
         sub = subparsers.add_parser(command.name, help=command.help,
