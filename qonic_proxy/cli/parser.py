@@ -73,7 +73,7 @@ def build_parser(commands: Sequence[Command] = COMMANDS, only: str | None = None
     parser = Parser(prog="qonic-proxy", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"qonic-proxy {__version__}",
                         help="print the version and exit")
-    # prog given: argparse would otherwise format a usage line (and import shutil) to find it
+    # prog given: argparse would otherwise build a help formatter and a usage line to find it
     subparsers = parser.add_subparsers(dest="verb", metavar="VERB", prog=parser.prog)
     parser.verb_parsers = {}
     for command in commands:
