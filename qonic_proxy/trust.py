@@ -10,16 +10,18 @@ mitmproxy is given) only render that decision. Verification is never switched of
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import re
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
-
-import certifi
+from typing import TYPE_CHECKING
 
 from qonic_proxy.errors import ConfigError
 from qonic_proxy.files import PRIVATE_FILE_MODE, write_atomic
+
+if TYPE_CHECKING:  # ssl is imported by what connects; `exec` and `env` only name the roots
+    import ssl
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----")
 MAX_CA_DIR_FILES = 10_000  # a hashed CA folder holds a few hundred; never read a huge tree
@@ -37,10 +39,38 @@ class TrustRoots:
 
 def trust_roots(ca_file: Path | None) -> TrustRoots:
     """The roots every outbound TLS connection trusts (read at call time, so env changes count)."""
-    paths = ssl.get_default_verify_paths()
-    system_file = Path(paths.cafile) if paths.cafile and os.path.isfile(paths.cafile) else None
-    system_dir = Path(paths.capath) if paths.capath and os.path.isdir(paths.capath) else None
-    return TrustRoots(system_file, system_dir, Path(certifi.where()), ca_file)
+    cafile, capath = _default_verify_paths()
+    system_file = Path(cafile) if cafile and os.path.isfile(cafile) else None
+    system_dir = Path(capath) if capath and os.path.isdir(capath) else None
+    return TrustRoots(system_file, system_dir, _certifi_file(), ca_file)
+
+
+def _default_verify_paths() -> tuple[str | None, str | None]:
+    """`ssl.get_default_verify_paths()`'s file and folder (what OpenSSL uses, SSL_CERT_FILE and
+    SSL_CERT_DIR first), taken from `_ssl` as `ssl` itself does, without importing `ssl`."""
+    try:
+        import _ssl
+
+        env_file, default_file, env_dir, default_dir = _ssl.get_default_verify_paths()
+    except (ImportError, AttributeError, ValueError):  # not CPython's: ask the public module
+        import ssl
+
+        paths = ssl.get_default_verify_paths()
+        return paths.cafile, paths.capath
+    return os.environ.get(env_file, default_file), os.environ.get(env_dir, default_dir)
+
+
+def _certifi_file() -> Path:
+    """certifi's bundle, found without importing certifi when it is a plain file on disk (what
+    `certifi.where()` returns then, at the cost of importlib.resources)."""
+    spec = importlib.util.find_spec("certifi")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(folder) / "cacert.pem"
+        if candidate.is_file():
+            return candidate
+    import certifi
+
+    return Path(certifi.where())
 
 
 def _extra_error(path: Path, exc: BaseException) -> ConfigError:
@@ -53,6 +83,8 @@ def _extra_error(path: Path, exc: BaseException) -> ConfigError:
 
 def ssl_context(roots: TrustRoots) -> ssl.SSLContext:
     """A client context (hostname checked, TLS ≥ 1.2) that trusts exactly `roots`."""
+    import ssl
+
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if roots.system_file or roots.system_dir:

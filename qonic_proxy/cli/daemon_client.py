@@ -19,14 +19,15 @@ import contextlib
 import dataclasses
 import json
 import os
-import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import QonicProxyError
 from qonic_proxy.hosts import connect_host
-from qonic_proxy.proxy.client_key import KEY_HEADER
+
+if TYPE_CHECKING:  # socket is imported where a connection is made: `token` makes none
+    import socket
 
 MAX_ANSWER = 65536  # a /-/health answer is a few hundred bytes
 SERVICE_ACCOUNT = "qonic-proxy"  # User= of systemd/qonic-proxy.service (DynamicUser=)
@@ -102,6 +103,8 @@ def check_listener(cfg: Config, sock: socket.socket) -> None:
 
 def open_connection(cfg: Config, timeout: float) -> socket.socket:
     """A connection to the daemon's reverse listener, checked (`check_listener`) before use."""
+    import socket
+
     sock = socket.create_connection((connect_host(cfg.proxy.listen_host).strip("[]"),
                                      cfg.proxy.port), timeout=timeout)
     try:
@@ -171,6 +174,8 @@ def key_header(cfg: Config) -> dict[str, str]:
     path = cfg.proxy.client_key_file
     if path is None:
         return {}
+    from qonic_proxy.proxy.client_key import KEY_HEADER  # hashlib, secrets: only with a key
+
     try:
         return {KEY_HEADER: path.read_text().strip()}
     except OSError:

@@ -11,7 +11,13 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from qonic_proxy.oauth.browser import open_without_secrets
+
+def open_without_secrets(url: str) -> bool:
+    """`oauth.browser.open_without_secrets`, imported only when a browser is opened (it
+    brings subprocess and the browser rules, which no other verb needs)."""
+    from qonic_proxy.oauth import browser
+
+    return browser.open_without_secrets(url)
 
 
 def _stdout() -> TextIO:

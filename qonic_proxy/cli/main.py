@@ -23,7 +23,8 @@ from qonic_proxy.logs import configure_logging
 def parse(argv: Sequence[str], env: Environment) -> argparse.Namespace:
     """Parse with argparse's help, version and usage messages on the Environment's streams."""
     with contextlib.redirect_stdout(env.stdout), contextlib.redirect_stderr(env.stderr):
-        return build_parser().parse_verb(argv)
+        verb = argv[0] if argv and argv[0] in BY_NAME else None
+        return build_parser(only=verb).parse_verb(argv)
 
 
 DEBUG_HINT = "run the same command again with --log-level debug to see where"

@@ -9,7 +9,6 @@ nearest verb, instead of being taken as an argument of `run`.
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
 from collections.abc import Iterable, Sequence
 from typing import NoReturn
@@ -60,15 +59,22 @@ class Parser(argparse.ArgumentParser):
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    import difflib  # only for a typo
+
     close = difflib.get_close_matches(word.split("=", 1)[0], list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def build_parser(commands: Sequence[Command] = COMMANDS) -> Parser:
+def build_parser(commands: Sequence[Command] = COMMANDS, only: str | None = None) -> Parser:
+    """The parser of every verb, or with `only` of that verb alone (what a run that names its
+    verb needs: building the other verbs' parsers is work it would throw away)."""
+    if only is not None:
+        commands = [command for command in commands if command.name == only]
     parser = Parser(prog="qonic-proxy", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"qonic-proxy {__version__}",
                         help="print the version and exit")
-    subparsers = parser.add_subparsers(dest="verb", metavar="VERB")
+    # prog given: argparse would otherwise build a help formatter and a usage line to find it
+    subparsers = parser.add_subparsers(dest="verb", metavar="VERB", prog=parser.prog)
     parser.verb_parsers = {}
     for command in commands:
         sub = subparsers.add_parser(command.name, help=command.help,

@@ -8,7 +8,6 @@ is `daemon_client`'s concern.
 from __future__ import annotations
 
 import json
-import queue
 import sys
 import threading
 import time
@@ -99,6 +98,8 @@ def paste_into_daemon(cfg: Config) -> TokenSet | None:
     _announce(daemon_login_url(cfg))
     print("(the running qonic-proxy is waiting for this login; paste the address here)",
           file=sys.stderr, flush=True)
+    import queue
+
     lines: queue.Queue[str] = queue.Queue()
 
     def read() -> None:

@@ -14,8 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
 from qonic_proxy.config import sections
 from qonic_proxy.config.access import access_settings
 from qonic_proxy.config.fields import Section, missing, shown
@@ -28,6 +26,8 @@ INIT = "qonic-proxy init"
 
 def user_config_file() -> Path:
     """The per-user config location (platformdirs), looked up at call time so tests can move it."""
+    import platformdirs  # only when no file is named: it costs more than the rest of loading
+
     return platformdirs.user_config_path(APP_NAME) / "config.toml"
 
 

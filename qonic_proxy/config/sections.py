@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import logging
 import re
+import types
 from collections.abc import Mapping
 from pathlib import Path
-
-import platformdirs
 
 from qonic_proxy.config.fields import Section, shown
 from qonic_proxy.config.model import (
@@ -152,6 +151,13 @@ def oauth_settings(sec: Section, env: Mapping[str, str], path: Path | None) -> O
     )
 
 
+def _platformdirs() -> types.ModuleType:
+    """platformdirs, imported only for a default path (it alone costs a few ms per verb)."""
+    import platformdirs
+
+    return platformdirs
+
+
 def proxy_settings(sec: Section) -> ProxySettings:
     host, loopback = listen_host(
         sec, "listen_host", sec.string("listen_host", DEFAULT_LISTEN_HOST) or ""
@@ -184,7 +190,7 @@ def proxy_settings(sec: Section) -> ProxySettings:
             sec.source,
             host,
         )
-    ca_dir = sec.path("ca_dir") or platformdirs.user_data_path(APP_NAME) / "ca"
+    ca_dir = sec.path("ca_dir") or _platformdirs().user_data_path(APP_NAME) / "ca"
     return ProxySettings(
         listen_host=host,
         port=port,
@@ -197,6 +203,7 @@ def proxy_settings(sec: Section) -> ProxySettings:
 
 def token_settings(sec: Section) -> TokenSettings:
     return TokenSettings(
-        cache_file=sec.path("cache_file") or platformdirs.user_state_path(APP_NAME) / "token.json",
+        cache_file=(sec.path("cache_file")
+                    or _platformdirs().user_state_path(APP_NAME) / "token.json"),
         refresh_margin=sec.seconds("refresh_margin", DEFAULT_REFRESH_MARGIN, allow_zero=True),
     )

@@ -1,23 +1,41 @@
 """Running the wrapped command: finding the program, forwarding signals, passing its exit code on.
 
+With this config's daemon running, logged in and forward mode on (the common case), CMD runs
+under a plain `subprocess.Popen` with signal handlers: no event loop, which would cost more to
+import than the rest of `exec`. Otherwise (a login to wait for, or a private daemon to start)
+the same steps run under asyncio.
+
 Exit codes follow the shell's: CMD's own code, 127 when it is not found, 126 when it cannot be
 executed, 128 + N when signal N ended it (or ended us while we waited for the login).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
 import signal
+import subprocess
 import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING, Protocol
 
+from qonic_proxy.cli.daemon_client import daemon_health
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import QonicProxyError
 from qonic_proxy.wrap.ca_files import ca_bundle
-from qonic_proxy.wrap.daemon_link import key_needed, mint_key, proxy_for, revoke_key
+from qonic_proxy.wrap.daemon_link import (
+    key_needed,
+    mint_key,
+    proxy_for,
+    revoke_key,
+    running_endpoints,
+)
 from qonic_proxy.wrap.environment import Endpoints, wrapped_environment
+
+if TYPE_CHECKING:
+    import asyncio
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 NOT_FOUND = 127
@@ -66,21 +84,43 @@ def run_command(cfg: Config, command: list[str], read_only: bool = False) -> int
     except CommandError as err:  # before any login: a typo should not cost one
         print(f"qonic-proxy: {err}", file=sys.stderr)
         return err.exit_code
+    health = daemon_health(cfg)
+    endpoints = running_endpoints(cfg, health) if health is not None else None
+    if endpoints is not None and health is not None and health.get("logged_in"):
+        return _run_plain(cfg, command, executable, endpoints, read_only)
+    import asyncio  # a login to wait for, or a private daemon (mitmproxy) to run
+
     return asyncio.run(_run(cfg, command, executable, read_only))
 
 
-class SignalRelay:
-    """Before CMD runs, a signal aborts; afterwards it is forwarded to CMD."""
+class Child(Protocol):
+    """What the relay needs of CMD: a subprocess.Popen or an asyncio Process."""
 
-    def __init__(self) -> None:
-        self.child: asyncio.subprocess.Process | None = None
-        self.aborted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+
+class SignalRelay:
+    """Before CMD runs, a signal aborts (`aborted`, then `on_abort`); afterwards it is
+    forwarded to CMD."""
+
+    def __init__(self, on_abort: Callable[[int], None] | None = None) -> None:
+        self.child: Child | None = None
+        self.aborted: int | None = None
+        self.on_abort = on_abort
 
     def __call__(self, signum: int) -> None:
         child = self.child
         if child is None:
-            if not self.aborted.done():
-                self.aborted.set_result(signum)
+            if self.aborted is None:
+                self.aborted = signum
+                if self.on_abort is not None:
+                    self.on_abort(signum)
             return
         if child.returncode is not None:
             return
@@ -106,16 +146,66 @@ def _terminal_already_delivered(child_pid: int) -> bool:
         os.close(fd)
 
 
-async def _run(cfg: Config, command: list[str], executable: str, read_only: bool) -> int:
-    loop = asyncio.get_running_loop()
+def _run_plain(cfg: Config, command: list[str], executable: str, endpoints: Endpoints,
+               read_only: bool) -> int:
+    """`_run` for a running daemon that is logged in: the same steps, without an event loop."""
     relay = SignalRelay()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        relay(signum)
+
+    previous = {signum: signal.signal(signum, handler) for signum in FORWARDED_SIGNALS}
+    try:
+        bundle = ca_bundle(cfg)
+        if relay.aborted is not None:
+            return SIGNAL_BASE + relay.aborted
+        key = None
+        if key_needed(cfg, read_only):  # tied to us: revoked when we end, SIGKILL too
+            key = mint_key(cfg, endpoints.reverse, os.getpid(), read_only=read_only)
+        try:
+            if relay.aborted is not None:
+                return SIGNAL_BASE + relay.aborted
+            env = wrapped_environment(cfg, os.environ, endpoints, bundle,
+                                      key.key if key else None)
+            try:
+                child = subprocess.Popen(command, executable=executable, env=env)
+            except OSError as err:
+                return _not_started(command, executable, err)
+            relay.child = child
+            return exit_code(child.wait())
+        finally:
+            if key is not None:
+                revoke_key(cfg, endpoints.reverse, key)
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _not_started(command: list[str], executable: str, err: OSError) -> int:
+    """The shell's code (and sentence) for a CMD that could not be started."""
+    if isinstance(err, PermissionError):
+        print(f"qonic-proxy: {command[0]}: permission denied", file=sys.stderr)
+        return NOT_EXECUTABLE
+    if isinstance(err, FileNotFoundError):  # e.g. a script whose #! interpreter is missing
+        print(f"qonic-proxy: {command[0]}: cannot execute (missing interpreter?)",
+              file=sys.stderr)
+        return NOT_EXECUTABLE if os.path.exists(executable) else NOT_FOUND
+    raise err
+
+
+async def _run(cfg: Config, command: list[str], executable: str, read_only: bool) -> int:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    aborted: asyncio.Future[int] = loop.create_future()
+    relay = SignalRelay(aborted.set_result)  # called once, by the first signal
     for signum in FORWARDED_SIGNALS:
         loop.add_signal_handler(signum, relay, signum)
     try:
         bundle = await asyncio.to_thread(ca_bundle, cfg)
-        async with proxy_for(cfg, relay.aborted, read_only=read_only) as endpoints:
-            if relay.aborted.done():
-                return SIGNAL_BASE + relay.aborted.result()
+        async with proxy_for(cfg, aborted, read_only=read_only) as endpoints:
+            if relay.aborted is not None:
+                return SIGNAL_BASE + relay.aborted
             key = None
             if key_needed(cfg, read_only):  # tied to us: revoked when we end, SIGKILL too
                 key = await asyncio.to_thread(mint_key, cfg, endpoints.reverse, os.getpid(),
@@ -134,16 +224,13 @@ async def _run(cfg: Config, command: list[str], executable: str, read_only: bool
 async def _start(relay: SignalRelay, cfg: Config, command: list[str], executable: str,
                  endpoints: Endpoints, bundle: str, key: str | None) -> int:
     """Start CMD with its environment and wait for it; the shell's code on failure to start."""
+    import asyncio
+
     env = await asyncio.to_thread(wrapped_environment, cfg, os.environ, endpoints,
                                   bundle, key)
     try:
-        relay.child = await asyncio.create_subprocess_exec(
-            *command, executable=executable, env=env)
-    except FileNotFoundError:  # e.g. a script whose #! interpreter is missing
-        print(f"qonic-proxy: {command[0]}: cannot execute (missing interpreter?)",
-              file=sys.stderr)
-        return NOT_EXECUTABLE if os.path.exists(executable) else NOT_FOUND
-    except PermissionError:
-        print(f"qonic-proxy: {command[0]}: permission denied", file=sys.stderr)
-        return NOT_EXECUTABLE
-    return exit_code(await relay.child.wait())
+        child = await asyncio.create_subprocess_exec(*command, executable=executable, env=env)
+    except (FileNotFoundError, PermissionError) as err:
+        return _not_started(command, executable, err)
+    relay.child = child
+    return exit_code(await child.wait())

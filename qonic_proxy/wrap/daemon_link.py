@@ -14,24 +14,24 @@ explicitly when CMD is done. The configured client key never reaches a child.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
-import http.client
 import json
 import logging
 import sys
-import webbrowser
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from qonic_proxy.access.minted_keys import KEYS_PATH, PID_HEADER, READ_ONLY_HEADER
 from qonic_proxy.cli.daemon_client import daemon_health, key_header
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import LoginError, QonicProxyError
 from qonic_proxy.hosts import Origin, connect_host
 from qonic_proxy.wrap.environment import Endpoints, private_config
+
+if TYPE_CHECKING:  # asyncio, http.client and webbrowser are imported where used: `env` and
+    import asyncio  # `token` import this module and need none of them
+
 
 log = logging.getLogger("qonic_proxy.exec")
 
@@ -47,6 +47,8 @@ async def proxy_for(cfg: Config, aborted: asyncio.Future[int], *, read_only: boo
     `aborted` resolves when a signal arrives before the command runs: waits end early then,
     and the caller checks it before starting anything.
     """
+    import asyncio
+
     health = await asyncio.to_thread(daemon_health, cfg)
     if health is not None:
         endpoints = running_endpoints(cfg, health)
@@ -93,9 +95,13 @@ async def _wait_for_running_login(cfg: Config, endpoints: Endpoints, health: Map
     print(f"qonic-proxy: log in to Qonic to continue: open {login_page} in a browser "
           "(or run `qonic-proxy login`)", file=sys.stderr, flush=True)
     if cfg.oauth.open_browser:
+        import webbrowser
+
         from qonic_proxy.oauth.login import open_browser_in_background
 
         open_browser_in_background(webbrowser.open, login_page)
+
+    import asyncio
 
     async def logged_in() -> bool:
         current = await asyncio.to_thread(daemon_health, cfg)
@@ -108,6 +114,8 @@ async def _wait_for_running_login(cfg: Config, endpoints: Endpoints, health: Map
 async def wait_until(condition: Callable[[], Awaitable[bool]], timeout: float,
                      aborted: asyncio.Future[int], what: str) -> None:
     """Poll `condition` until it holds or `aborted` resolves; LoginError after `timeout`."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not await condition():
@@ -123,6 +131,8 @@ async def _private_daemon(cfg: Config, aborted: asyncio.Future[int], read_only: 
                           ) -> AsyncIterator[Endpoints]:
     """A daemon for this command only: ephemeral loopback ports, shared token cache; with
     `read_only`, it limits our own account to GET, HEAD and OPTIONS too."""
+    import webbrowser
+
     from qonic_proxy.proxy.daemon import Daemon  # mitmproxy: only when a private proxy is needed
     from qonic_proxy.sdnotify import Notifier
 
@@ -169,6 +179,8 @@ def key_needed(cfg: Config, read_only: bool) -> bool:
 
 def _keys_call(cfg: Config, reverse: str, method: str, path: str, headers: dict[str, str],
                ) -> tuple[int, dict[str, Any]]:
+    import http.client
+
     parts = urlsplit(reverse)
     connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port,
                                             timeout=5)
@@ -182,12 +194,20 @@ def _keys_call(cfg: Config, reverse: str, method: str, path: str, headers: dict[
     return response.status, parsed if isinstance(parsed, dict) else {}
 
 
+def _http_exception() -> type[Exception]:
+    import http.client  # already loaded by `_keys_call` when this is evaluated
+
+    return http.client.HTTPException
+
+
 def mint_key(cfg: Config, reverse: str, pid: int, *, read_only: bool) -> ChildKey:
     """A key from the daemon at `reverse`, valid while process `pid` lives."""
+    from qonic_proxy.access.minted_keys import KEYS_PATH, PID_HEADER, READ_ONLY_HEADER  # asyncio
+
     headers = {PID_HEADER: str(pid), READ_ONLY_HEADER: "1" if read_only else "0"}
     try:
         status, body = _keys_call(cfg, reverse, "POST", KEYS_PATH, headers)
-    except (OSError, http.client.HTTPException, ValueError) as err:
+    except (OSError, _http_exception(), ValueError) as err:
         raise QonicProxyError(f"cannot get a key for the command from qonic-proxy at {reverse} "
                               f"({err}); is it still running?") from None
     key, key_id = body.get("key"), body.get("key_id")
@@ -201,7 +221,9 @@ def mint_key(cfg: Config, reverse: str, pid: int, *, read_only: bool) -> ChildKe
 
 def revoke_key(cfg: Config, reverse: str, key: ChildKey) -> None:
     """Revoke `key` now (the daemon also does when its process ends); errors are only logged."""
+    from qonic_proxy.access.minted_keys import KEYS_PATH
+
     try:
         _keys_call(cfg, reverse, "DELETE", f"{KEYS_PATH}/{key.key_id}", {})
-    except (OSError, http.client.HTTPException, ValueError) as err:
+    except (OSError, _http_exception(), ValueError) as err:
         log.debug("could not revoke key %s (%s); it ends with its process", key.key_id, err)

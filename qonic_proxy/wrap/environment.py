@@ -24,8 +24,6 @@ from urllib.parse import quote
 
 from qonic_proxy.config.model import ENV_CONFIG, ENV_SECRET, Config
 from qonic_proxy.hosts import LOOPBACK_NAMES, is_loopback_host
-from qonic_proxy.ports import free_port
-from qonic_proxy.wrap.runtimes import runtime_environment
 
 NO_PROXY = "localhost,127.0.0.1,::1"  # the reverse listener must be reached directly
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
@@ -79,6 +77,8 @@ def wrapped_environment(cfg: Config, base: Mapping[str, str], endpoints: Endpoin
     `key` is a key minted for this child (see `daemon_link.minted_key`), never the configured
     client key: that one would outlive the child in any command line it shows.
     """
+    from qonic_proxy.wrap.runtimes import runtime_environment  # hashlib, files: exec/env only
+
     env = child_environment(base, endpoints, bundle, cfg.path, key)
     env.update(runtime_environment(base, endpoints.forward, bundle))
     return env
@@ -90,6 +90,8 @@ def private_config(cfg: Config, *, read_only: bool = False) -> Config:
     It keeps the client key and [access] of `cfg` (a private proxy is still reachable by other
     accounts on loopback); `read_only` adds our own account and root to [access] read_only.
     """
+    from qonic_proxy.ports import free_port
+
     host = cfg.proxy.listen_host
     if not is_loopback_host(host):
         host = "127.0.0.1"  # the private proxy serves one local child; never expose it

@@ -20,7 +20,6 @@ import os
 from collections.abc import Mapping
 from urllib.parse import unquote, urlsplit
 
-from qonic_proxy.access.minted_keys import PREFIX
 from qonic_proxy.cli.arguments import SHELLS
 from qonic_proxy.cli.daemon_client import daemon_health
 from qonic_proxy.config.model import ENV_CONFIG, Config
@@ -104,6 +103,8 @@ def _restored(name: str, value: str | None) -> str | None:
 
 def _revoke_exported(cfg: Config, base: Mapping[str, str]) -> None:
     """`env --unset`: revoke the minted key our exports gave this shell, if any."""
+    from qonic_proxy.access.minted_keys import PREFIX  # the daemon's module: asyncio
+
     try:
         parts = urlsplit(base.get("QONIC_API_URL", ""))
         key = unquote(parts.password or "")

@@ -91,24 +91,33 @@ FAST_SCRIPT = textwrap.dedent("""\
     import contextlib, io, json, sys
     from qonic_proxy.cli.main import main
 
-    verb, config, out = sys.argv[1:4]
+    verb, config, out, *rest = sys.argv[1:]
     with contextlib.redirect_stdout(io.StringIO()) as printed:
-        code = main([verb, "--config", config])
-    heavy = ("cryptography", "mitmproxy", "asyncio", "h11", "ssl", "http.client", "certifi")
+        code = main([verb, "--config", config, *rest])
+    heavy = ("cryptography", "mitmproxy", "asyncio", "h11", "ssl", "http.client", "certifi",
+             "platformdirs", "difflib", "webbrowser", "subprocess", "socket")
     loaded = sorted(name for name in heavy if name in sys.modules)
     with open(out, "w") as fh:
         json.dump({"code": code, "loaded": loaded, "printed": printed.getvalue()}, fh)
     """)
 NEVER = {"cryptography", "mitmproxy", "h11"}  # the CA, the daemon, the login's callback server
-FAST_VERBS = {"token": NEVER | {"asyncio", "ssl", "http.client", "certifi"},
-              "status": NEVER | {"asyncio", "ssl", "http.client", "certifi"},
-              "env": NEVER}
+# with the daemon logged in and no key to mint: no event loop, no TLS, no HTTP library (the
+# daemon is asked on a plain socket), no default paths (the config names them), no typo hints
+LIGHT = NEVER | {"asyncio", "ssl", "http.client", "certifi", "platformdirs", "difflib",
+                 "webbrowser"}
+FAST_VERBS: dict[str, tuple[set[str], list[str]]] = {
+    "token": (LIGHT | {"subprocess", "socket"}, []),  # nothing to refresh: no connection
+    "status": (LIGHT | {"subprocess"}, []),
+    "env": (LIGHT | {"subprocess"}, []),
+    "exec": (LIGHT, ["--", "true"]),  # the running daemon: CMD under a plain Popen
+}
 
 
-def test_token_status_and_env_with_a_daemon_load_no_heavy_module(tmp_path: Path) -> None:
+def test_token_status_env_and_exec_with_a_daemon_load_no_heavy_module(tmp_path: Path) -> None:
     """With a daemon running and its CA in place, these start with the config and the cache
-    alone: no `cryptography` (the CA is recognised by its digest), no asyncio for token and
-    status, no TLS for token (nothing to refresh)."""
+    alone: no `cryptography` (the CA is recognised by its digest), no asyncio (`exec` runs CMD
+    under a plain Popen), no TLS (nothing to refresh; the bundle's sources are named without
+    `ssl` and certifi), no HTTP library, no platformdirs (the config names its paths)."""
     from qonic_proxy.wrap.ca_files import ca_bundle
 
     with fake_daemon() as daemon:
@@ -125,10 +134,10 @@ def test_token_status_and_env_with_a_daemon_load_no_heavy_module(tmp_path: Path)
         env = {k: v for k, v in os.environ.items()
                if not k.lower().endswith("_proxy") and not k.startswith("QONIC_")}
         env["PYTHONPATH"] = str(REPO)
-        for verb, forbidden in FAST_VERBS.items():
+        for verb, (forbidden, rest) in FAST_VERBS.items():
             out = tmp_path / f"{verb}.json"
             result = subprocess.run([sys.executable, "-c", FAST_SCRIPT, verb, str(served),
-                                     str(out)], env=env, capture_output=True, text=True,
+                                     str(out), *rest], env=env, capture_output=True, text=True,
                                     timeout=60, stdin=subprocess.DEVNULL, check=False)
             assert result.returncode == 0, result.stderr
             outcome = json.loads(out.read_text())

@@ -18,7 +18,7 @@ from qonic_proxy.config.loader import load_config
 from qonic_proxy.errors import QonicProxyError
 from qonic_proxy.wrap.command import CommandError, exit_code, resolve_program, run_command
 from tests.cli.helpers import write_config
-from tests.wrap.exec_world import TIMEOUT, World, echo_ok
+from tests.wrap.exec_world import TIMEOUT, World, echo_ok, free_port, running_daemon
 
 
 # ----- clients --------------------------------------------------------------------------------
@@ -188,10 +188,24 @@ sys.exit(99)
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_signals_are_forwarded(world: World, signum: signal.Signals) -> None:
+    """A private proxy: CMD runs under asyncio."""
+    _assert_forwarded(world, world.config, signum, "private")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signals_are_forwarded_with_a_running_daemon(world: World,
+                                                     signum: signal.Signals) -> None:
+    """The running daemon, logged in: CMD runs under a plain Popen with signal handlers."""
+    config = world.write_config("running-signals.toml", forward_port=free_port())
+    with running_daemon(world, config):
+        _assert_forwarded(world, config, signum, "running")
+
+
+def _assert_forwarded(world: World, config: Path, signum: signal.Signals, label: str) -> None:
     script = world.tmp / "signal_child.py"
     script.write_text(SIGNAL_CHILD)
-    marker = world.tmp / f"marker-{signum}"
-    argv = [sys.executable, "-m", "qonic_proxy", "exec", "--config", str(world.config), "--",
+    marker = world.tmp / f"marker-{label}-{signum}"
+    argv = [sys.executable, "-m", "qonic_proxy", "exec", "--config", str(config), "--",
             sys.executable, str(script), str(marker)]
     proc = subprocess.Popen(argv, env=world.env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
