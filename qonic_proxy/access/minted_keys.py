@@ -135,8 +135,11 @@ class MintedKeys:
                                  "process the key is for")
         key_id = secrets.token_hex(6)
         stop = watch_process(pid, lambda: self.revoke(key_id, "its process ended"))
+        # None: /proc hides it (systemd's ProtectProc=invisible hides other accounts' processes
+        # from the service). Tying the key to such a process can only stretch its life, and the
+        # key is only accepted from `uid`'s own connections anyway: allowed.
         owner = process_uid(pid)
-        if uid not in (None, 0) and owner != uid:
+        if uid not in (None, 0) and owner is not None and owner != uid:
             stop()
             raise MintError(403, f"process {pid} does not belong to the account asking for the "
                                  "key; a key can only be tied to a process of your own")

@@ -98,6 +98,22 @@ def test_a_key_cannot_be_tied_to_another_accounts_process() -> None:
     asyncio.run(scenario())
 
 
+def test_a_process_proc_hides_can_be_tied_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ProtectProc=invisible the service cannot read another account's /proc entry: the
+    key is still minted (it stays bound to its account), and a readable foreign owner is not."""
+    async def scenario() -> None:
+        keys = MintedKeys()
+        stranger = ME + 12345 if ME else 4242
+        monkeypatch.setattr(minted_keys, "process_uid", lambda pid: None)
+        key, grant = keys.mint(stranger, os.getpid(), read_only=True)
+        assert grant.uid == stranger and keys.find(key) is grant
+        monkeypatch.setattr(minted_keys, "process_uid", lambda pid: ME)
+        with pytest.raises(MintError):
+            keys.mint(stranger, os.getpid(), read_only=True)
+        keys.close()
+    asyncio.run(scenario())
+
+
 def test_the_number_of_live_keys_is_bounded() -> None:
     async def scenario() -> None:
         keys = MintedKeys(limit=2)
