@@ -113,16 +113,14 @@ class KeyCheck:
         return Caller(uid, holder == CONFIGURED, holder if isinstance(holder, Grant) else None)
 
     def held(self, flow: http.HTTPFlow) -> bool:
-        """Whether this request (or its CONNECT tunnel) presented a valid key of ours."""
-        return flow.metadata.get(HOLDER_KEY) is not None or flow.client_conn in self.keyed
+        """Whether this request (or its CONNECT tunnel) presented a live key of ours."""
+        holder = flow.metadata.get(HOLDER_KEY) or self.keyed.get(flow.client_conn)
+        return holder is not None and not (isinstance(holder, Grant) and holder.revoked)
 
     def key_id(self, flow: http.HTTPFlow) -> str | None:
         """The id of the minted key this request carried, for the audit log (never the key)."""
         holder = flow.metadata.get(HOLDER_KEY)
         return holder.key_id if isinstance(holder, Grant) else None
-
-
-UNIDENTIFIED = Peer(None)
 
 
 @dataclass
@@ -140,7 +138,7 @@ class PeerCheck:
         except Exception:  # an address we cannot read: treat the peer as unidentified
             log.exception("could not identify the peer of a connection")
             uid = None
-        self.peers[client] = UNIDENTIFIED if uid is None else Peer.of(uid)
+        self.peers[client] = Peer.of(uid)
 
     def peer(self, client: connection.Client) -> Peer:
         found = self.peers.get(client)
