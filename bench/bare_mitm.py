@@ -24,8 +24,8 @@ from qonic_proxy.proxy.assembly import (
     STREAM_THRESHOLD,
     mitm_options,
     prepare_ca_dir,
-    upstream_trust_bundle,
 )
+from qonic_proxy.proxy.upstream_trust import write_hashed_bundle
 from qonic_proxy.trust import trust_roots
 
 
@@ -40,7 +40,7 @@ class _Ready:
 async def serve(config_path: Path) -> int:
     cfg = load_config(config_path, env={})
     ca_dir = prepare_ca_dir(cfg)
-    opts = mitm_options(cfg, ca_dir, upstream_trust_bundle(trust_roots(cfg.qonic.ca_file), ca_dir))
+    opts = mitm_options(cfg, ca_dir, write_hashed_bundle(trust_roots(cfg.qonic.ca_file), ca_dir))
     mitm = master.Master(opts, with_termlog=False)
     ready = _Ready()
     mitm.addons.add(core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(),

@@ -150,7 +150,11 @@ def pem_bundle(roots: TrustRoots) -> bytes:
 
 def write_bundle(roots: TrustRoots, path: Path, *, mode: int = PRIVATE_FILE_MODE) -> Path:
     """Write `pem_bundle(roots)` to `path` atomically (unique temp name, never followed)."""
-    content = pem_bundle(roots)
+    return write_pem(path, pem_bundle(roots), mode=mode)
+
+
+def write_pem(path: Path, content: bytes, *, mode: int = PRIVATE_FILE_MODE) -> Path:
+    """Write a bundle's `content` to `path` atomically, unless the file already holds it."""
     try:
         if path.read_bytes() == content:
             return path  # unchanged: do not churn a file a running process may be reading

@@ -25,8 +25,7 @@ from qonic_proxy.hosts import Origin
 from qonic_proxy.interception_ca import api_host, ensure_ca
 from qonic_proxy.proxy import mitm_patches
 from qonic_proxy.proxy.upstream_proxy import UpstreamProxyAddon
-from qonic_proxy.proxy.upstream_trust import UpstreamTrust, write_hashed_bundle
-from qonic_proxy.trust import TrustRoots
+from qonic_proxy.proxy.upstream_trust import UpstreamTrust
 
 STREAM_THRESHOLD = "1m"  # bodies above this stream through instead of being buffered
 
@@ -87,14 +86,6 @@ class ApiHostTls(tlsconfig.TlsConfig):
         if self._trust is not None:
             self._trust.check()
         super().tls_start_server(tls_start)
-
-
-def upstream_trust_bundle(roots: TrustRoots, ca_dir: Path) -> Path:
-    """The PEM mitmproxy verifies Qonic with: the same roots as every other connection.
-
-    mitmproxy's option *replaces* its trust store, so the whole decision is written out, always.
-    """
-    return write_hashed_bundle(roots, ca_dir)
 
 
 def mitm_options(cfg: Config, ca_dir: Path, trust_bundle: Path) -> options.Options:

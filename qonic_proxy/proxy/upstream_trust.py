@@ -19,8 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from qonic_proxy.errors import ConfigError
-from qonic_proxy.files import PRIVATE_FILE_MODE, write_atomic
-from qonic_proxy.trust import TrustRoots, pem_bundle, ssl_context, trust_roots
+from qonic_proxy.trust import TrustRoots, pem_bundle, ssl_context, trust_roots, write_pem
 
 log = logging.getLogger("qonic_proxy.proxy")
 
@@ -30,16 +29,14 @@ Stamp = tuple[int, int, int, int] | None
 
 
 def write_hashed_bundle(roots: TrustRoots, folder: Path) -> Path:
-    """Write `pem_bundle(roots)` as `upstream-trust-<hash>.pem` in `folder` (once per content)."""
+    """Write `pem_bundle(roots)` as `upstream-trust-<hash>.pem` in `folder` (once per content):
+    the PEM mitmproxy verifies Qonic with, the same roots as every other connection.
+
+    mitmproxy's option *replaces* its trust store, so the whole decision is written out, always.
+    """
     content = pem_bundle(roots)
     path = folder / f"{BUNDLE_PREFIX}{hashlib.sha256(content).hexdigest()[:16]}.pem"
-    try:
-        if path.read_bytes() == content:
-            return path
-    except OSError:
-        pass
-    write_atomic(path, content, mode=PRIVATE_FILE_MODE)
-    return path
+    return write_pem(path, content)
 
 
 def _stamp(path: Path | None) -> Stamp:
