@@ -31,6 +31,7 @@ import h11
 from qonic_proxy.access.policy import Peer, Policy, connection_allowed
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import LoginError
+from qonic_proxy.hosts import authority
 from qonic_proxy.oauth import pages, pkce
 from qonic_proxy.oauth.authorization_response import (
     AuthorizationResponse,
@@ -149,8 +150,8 @@ class LoginAttempt:
     @property
     def start_url(self) -> str:
         """Where the browser we start is sent: no `state`, no `code_challenge` (see above)."""
-        authority = self.redirect_uri.split("://", 1)[1].split("/", 1)[0]
-        return f"http://{authority}{self._start_path}"
+        where = authority(self._redirect.host, self._redirect.port, "http")
+        return f"http://{where}{self._start_path}"
 
     async def start(self) -> None:
         """Listen on exactly the redirect_uri's address and port."""
