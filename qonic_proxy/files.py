@@ -15,13 +15,13 @@ import contextlib
 import errno
 import fcntl
 import os
-import pwd
 import secrets
 import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from qonic_proxy.accounts import described
 from qonic_proxy.errors import ConfigError
 
 PRIVATE_FILE_MODE = 0o600
@@ -46,13 +46,6 @@ class UnsafeFile(Exception):
         self.mode = mode
 
 
-def _owner(uid: int) -> str:
-    try:
-        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
-    except (KeyError, OverflowError):
-        return f"uid {uid}"
-
-
 class NotPrivate(ConfigError):
     """An existing folder we must keep private, or a lock file, that is not ours alone (exit 78).
 
@@ -62,9 +55,9 @@ class NotPrivate(ConfigError):
     def __init__(self, path: Path, *, uid: int, mode: int, what: str = "folder") -> None:
         self.path, self.uid, self.mode = path, uid, mode
         if uid != os.getuid():
-            problem = f"is owned by another account, {_owner(uid)}"
+            problem = f"is owned by another account, {described(uid)}"
             fix = (f"use a {what} of your own, or have it given to this account "
-                   f"({_owner(os.getuid())})")
+                   f"({described(os.getuid())})")
         else:
             problem = f"can be written by other accounts (mode {mode:04o})"
             fix = f"run chmod go-w {path}" if what == "lock file" else f"run chmod 700 {path}"

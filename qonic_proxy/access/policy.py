@@ -8,27 +8,17 @@ here: the client key stays the guard there, as without access control.
 
 from __future__ import annotations
 
-import functools
 import os
-import pwd
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from qonic_proxy.access.peer import peer_is_outside, raw_peer_uid
 from qonic_proxy.access.rules import RuleSet
+from qonic_proxy.accounts import account_name
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOG_EVERY = 60.0  # seconds: a refused account is logged at most once a minute
-
-
-@functools.lru_cache(maxsize=1024)
-def account_name(uid: int) -> str:
-    """The login name of `uid`, or the number when it has none."""
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except (KeyError, OverflowError):
-        return str(uid)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from qonic_proxy.accounts import login_name
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import QonicProxyError
 from qonic_proxy.hosts import connect_host
@@ -39,12 +40,8 @@ def account(uid: int | None) -> str:
     """`account NAME (uid N)`, as the sentences name who holds a port."""
     if uid is None:
         return "an account outside this user namespace (its uid is not known here)"
-    import pwd
-
-    try:
-        return f"account {pwd.getpwuid(uid).pw_name} (uid {uid})"
-    except KeyError:
-        return f"uid {uid} (no account of that number)"
+    name = login_name(uid)
+    return f"account {name} (uid {uid})" if name else f"uid {uid} (no account of that number)"
 
 
 def _where(cfg: Config) -> tuple[str, str, int]:
@@ -76,12 +73,7 @@ class ForeignListener(QonicProxyError):
 def _trusted(holder: int, expected: int) -> bool:
     if holder in (expected, 0):  # root can read our key file anyway
         return True
-    import pwd
-
-    try:
-        return pwd.getpwuid(holder).pw_name == SERVICE_ACCOUNT  # only root/systemd make it
-    except KeyError:
-        return False
+    return login_name(holder) == SERVICE_ACCOUNT  # only root or systemd make that account
 
 
 def check_listener(cfg: Config, sock: socket.socket) -> None:
