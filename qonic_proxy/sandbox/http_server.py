@@ -170,6 +170,9 @@ class RouteHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server_version = "qonic-sandbox"
+    # the head and the body go out in separate writes: with Nagle on, the body waits for the
+    # client's delayed ACK of the head (40 ms on Linux) on every response
+    disable_nagle_algorithm = True
     timeout = CONNECTION_IDLE_TIMEOUT
     server: SandboxServer
 
