@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from qonic_proxy.records import record
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -147,7 +148,7 @@ def display_url(url: str) -> str:
     return f"{parts.scheme}://{netloc}{parts.path}"
 
 
-@dataclass(frozen=True)
+@record
 class Origin:
     """scheme, host and port of a URL, normalised for exact comparison."""
 

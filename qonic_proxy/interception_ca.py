@@ -23,7 +23,6 @@ import hashlib
 import ipaddress
 import logging
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +33,7 @@ if TYPE_CHECKING:  # cryptography is imported where a CA is made or first checke
 
 from qonic_proxy.files import PUBLIC_FILE_MODE, ensure_private_dir, exclusive_lock, write_atomic
 from qonic_proxy.hosts import Origin
+from qonic_proxy.records import record
 
 log = logging.getLogger("qonic_proxy.ca")
 
@@ -76,7 +76,7 @@ def name_constraints(host: str) -> x509.NameConstraints:
         excluded_subtrees=None)
 
 
-@dataclass(frozen=True)
+@record
 class InterceptionCa:
     """The key mitmproxy signs with, its certificate, and the root clients trust."""
 

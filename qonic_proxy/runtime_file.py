@@ -13,7 +13,6 @@ in either file.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import logging
@@ -31,12 +30,13 @@ from qonic_proxy.files import (
     read_private_file,
     write_atomic,
 )
+from qonic_proxy.records import as_dict, record
 
 MAX_RECORD = 4096
 log = logging.getLogger("qonic_proxy.runtime")
 
 
-@dataclasses.dataclass(frozen=True)
+@record
 class DaemonRecord:
     """What a running daemon wrote about itself."""
 
@@ -50,7 +50,7 @@ class DaemonRecord:
     started_at: float
 
     def to_json(self) -> bytes:
-        return json.dumps(dataclasses.asdict(self), indent=1).encode()
+        return json.dumps(as_dict(self), indent=1).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> DaemonRecord | None:

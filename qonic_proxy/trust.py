@@ -13,12 +13,12 @@ import contextlib
 import importlib.util
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qonic_proxy.errors import ConfigError
 from qonic_proxy.files import PRIVATE_FILE_MODE, write_atomic
+from qonic_proxy.records import record
 
 if TYPE_CHECKING:  # ssl is imported by what connects; `exec` and `env` only name the roots
     import ssl
@@ -27,7 +27,7 @@ _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END C
 MAX_CA_DIR_FILES = 10_000  # a hashed CA folder holds a few hundred; never read a huge tree
 
 
-@dataclass(frozen=True)
+@record
 class TrustRoots:
     """Where the trusted CA certificates come from, in the order they are added."""
 

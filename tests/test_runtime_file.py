@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import stat
 import subprocess
@@ -14,6 +13,7 @@ import pytest
 from qonic_proxy.config.loader import load_config
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import QonicProxyError
+from qonic_proxy.records import replace
 from qonic_proxy.runtime_file import DaemonRecord, RuntimeFile, record_for
 from tests.cli.helpers import write_config
 
@@ -63,7 +63,7 @@ def test_a_second_claim_names_the_running_daemon(tmp_path: Path) -> None:
 
 def test_another_config_has_its_own_file(tmp_path: Path) -> None:
     a, b = config(tmp_path, "a"), config(tmp_path, "b")
-    b = dataclasses.replace(b, token=a.token)  # even with a shared cache folder
+    b = replace(b, token=a.token)  # even with a shared cache folder
     runtime = RuntimeFile(a)
     runtime.claim()
     runtime.write(record(a))
@@ -82,7 +82,7 @@ def test_a_dead_daemons_record_is_ignored_and_replaced(tmp_path: Path) -> None:
                           capture_output=True, text=True, check=True)
     runtime = RuntimeFile(cfg)
     runtime.path.parent.mkdir(parents=True, exist_ok=True)
-    stale = dataclasses.replace(record(cfg), pid=int(dead.stdout))
+    stale = replace(record(cfg), pid=int(dead.stdout))
     runtime.path.write_bytes(stale.to_json())
     runtime.path.chmod(0o600)
     assert RuntimeFile(cfg).read() is None
@@ -112,7 +112,7 @@ def test_a_loose_record_is_not_trusted(tmp_path: Path) -> None:
 
 def test_the_same_file_with_other_ports_is_another_config(tmp_path: Path) -> None:
     cfg = config(tmp_path)
-    moved = dataclasses.replace(cfg, proxy=dataclasses.replace(cfg.proxy, forward_port=1234))
+    moved = replace(cfg, proxy=replace(cfg.proxy, forward_port=1234))
     first = RuntimeFile(cfg)
     first.claim()
     try:
@@ -139,7 +139,7 @@ def test_read_owned_names_the_account_of_a_live_record(tmp_path: Path) -> None:
         runtime.path.parent.chmod(0o773)  # others may have put it there
         assert runtime.read_owned() is None
         runtime.path.parent.chmod(0o700)
-        dead = dataclasses.replace(record(cfg), pid=2**22 + 12345)
+        dead = replace(record(cfg), pid=2**22 + 12345)
         runtime.path.write_bytes(dead.to_json())
         assert runtime.read_owned() is None  # no such process any more
     finally:
@@ -158,7 +158,7 @@ def test_read_owned_believes_another_accounts_record_only_for_its_own_process(
         child = subprocess.Popen(["sleep", "30"], user=nobody, group=nobody)
         try:
             for pid, believed in ((child.pid, True), (os.getpid(), False)):
-                runtime.write(dataclasses.replace(record(cfg), pid=pid))
+                runtime.write(replace(record(cfg), pid=pid))
                 os.chown(runtime.path, nobody, -1)
                 found = runtime.read_owned()
                 assert (found is not None) is believed, pid

@@ -19,7 +19,8 @@ Empty segments (`//`) are kept: `*` never matches one, `**` does.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from qonic_proxy.records import record
 
 METHOD = re.compile(r"[A-Z][A-Z-]{0,19}|\*")
 LITERAL = re.compile(r"[A-Za-z0-9\-._~!$&'()+,;=:@]+")
@@ -33,7 +34,7 @@ class RuleError(ValueError):
     """A rule that is not `METHOD /pattern`; the message says what was expected."""
 
 
-@dataclass(frozen=True)
+@record
 class Rule:
     method: str
     segments: tuple[str, ...]
@@ -95,7 +96,7 @@ def normalised_segments(path: str) -> tuple[str, ...] | None:
     return segments
 
 
-@dataclass(frozen=True)
+@record
 class RuleSet:
     """The rules of one account, under the name it was configured with."""
 

@@ -7,18 +7,18 @@ nothing else lists the verbs.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from collections.abc import Callable
 
 from qonic_proxy.cli import arguments, verbs
 from qonic_proxy.cli.environment import Environment
+from qonic_proxy.records import record
 from qonic_proxy.wrap.environment import CA_VARIABLES, PROXY_VARIABLES
 
 Handler = Callable[[argparse.Namespace, Environment], int]
 RawHandler = Callable[[list[str], Environment], int]
 
 
-@dataclasses.dataclass(frozen=True)
+@record
 class Command:
     """One verb: its name, its help line, its options, and what runs it.
 

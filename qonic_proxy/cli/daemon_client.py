@@ -16,7 +16,6 @@ pasted login address and no request.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import sys
@@ -26,6 +25,7 @@ from qonic_proxy.accounts import login_name
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import QonicProxyError
 from qonic_proxy.hosts import connect_host
+from qonic_proxy.records import record
 
 if TYPE_CHECKING:  # socket is imported where a connection is made: `token` makes none
     import socket
@@ -107,7 +107,7 @@ def open_connection(cfg: Config, timeout: float) -> socket.socket:
     return sock
 
 
-@dataclasses.dataclass(frozen=True)
+@record
 class Answer:
     status: int
     headers: dict[str, str]  # names in lower case

@@ -16,7 +16,6 @@ or the unit's account `qonic-proxy`, see daemon_client). Without a runtime file:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 
 from qonic_proxy.cli.daemon_client import (
@@ -28,11 +27,12 @@ from qonic_proxy.cli.daemon_client import (
 )
 from qonic_proxy.config.model import Config
 from qonic_proxy.hosts import Origin
+from qonic_proxy.records import replace
 from qonic_proxy.runtime_file import RuntimeFile
 
 
 def _on_port(cfg: Config, port: int) -> Config:
-    return dataclasses.replace(cfg, proxy=dataclasses.replace(cfg.proxy, port=port))
+    return replace(cfg, proxy=replace(cfg.proxy, port=port))
 
 
 def with_running_daemon(cfg: Config) -> Config:

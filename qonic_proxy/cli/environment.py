@@ -6,10 +6,11 @@ in-process and read what it printed without patching globals.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Callable
 from typing import TextIO
+
+from qonic_proxy.records import field, record
 
 
 def open_without_secrets(url: str) -> bool:
@@ -28,10 +29,10 @@ def _stderr() -> TextIO:
     return sys.stderr
 
 
-@dataclasses.dataclass
+@record(frozen=False)
 class Environment:
-    stdout: TextIO = dataclasses.field(default_factory=_stdout)
-    stderr: TextIO = dataclasses.field(default_factory=_stderr)
+    stdout: TextIO = field(default_factory=_stdout)
+    stderr: TextIO = field(default_factory=_stderr)
     open_browser: Callable[[str], object] = open_without_secrets
 
     def print(self, text: str) -> None:

@@ -6,11 +6,11 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from qonic_proxy.access.rules import RuleSet
 from qonic_proxy.hosts import bracket
+from qonic_proxy.records import field, record
 
 APP_NAME = "qonic-proxy"
 ENV_CONFIG = "QONIC_PROXY_CONFIG"
@@ -20,7 +20,7 @@ CREDENTIAL_NAME = "client_secret"
 SYSTEM_CONFIG_FILE = Path("/etc/qonic-proxy/config.toml")
 
 
-@dataclass(frozen=True)
+@record
 class UpstreamProxy:
     """[qonic] upstream_proxy: an HTTP proxy every outbound connection tunnels through (CONNECT).
 
@@ -47,7 +47,7 @@ class UpstreamProxy:
         return "Basic " + base64.b64encode(pair).decode("ascii")
 
 
-@dataclass(frozen=True)
+@record
 class QonicSettings:
     api_url: str  # origin only, e.g. "https://api.qonic.com" (no trailing slash, no path)
     authorize_url: str
@@ -56,7 +56,7 @@ class QonicSettings:
     upstream_proxy: UpstreamProxy | None = None  # None = connect directly
 
 
-@dataclass(frozen=True)
+@record
 class OAuthSettings:
     client_id: str
     client_secret: str | None = field(repr=False)  # None = public client
@@ -67,7 +67,7 @@ class OAuthSettings:
     login_timeout: float
 
 
-@dataclass(frozen=True)
+@record
 class ProxySettings:
     listen_host: str
     port: int
@@ -77,13 +77,13 @@ class ProxySettings:
     ca_dir: Path  # mitmproxy confdir: where the interception CA lives
 
 
-@dataclass(frozen=True)
+@record
 class TokenSettings:
     cache_file: Path
     refresh_margin: float
 
 
-@dataclass(frozen=True)
+@record
 class AccessSettings:
     """[access]: local accounts (uids) besides our own and root, read-only ones, the audit log."""
 
@@ -93,7 +93,7 @@ class AccessSettings:
     rules: tuple[tuple[int, RuleSet], ...] = ()  # [access.rules]: (uid, its rule set)
 
 
-@dataclass(frozen=True)
+@record
 class Config:
     path: Path | None
     qonic: QonicSettings

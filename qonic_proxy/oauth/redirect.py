@@ -7,17 +7,17 @@ verbatim, because Qonic compares it byte for byte with the registered one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from qonic_proxy.hosts import LOOPBACK_NAMES
+from qonic_proxy.records import record
 
 
 class RedirectUriError(ValueError):
     """What is wrong with a redirect URI; the text may quote it only where that is safe."""
 
 
-@dataclass(frozen=True)
+@record
 class LoopbackRedirect:
     uri: str  # verbatim, as registered with Qonic
     host: str  # "localhost", "127.0.0.1" or "::1"

@@ -10,8 +10,9 @@ import base64
 import binascii
 import json
 import math
-from dataclasses import dataclass, field
 from typing import Any
+
+from qonic_proxy.records import field, record
 
 BEARER = "Bearer"  # the only token type we can use
 
@@ -23,7 +24,7 @@ def finite_float(value: object) -> float | None:
     return None
 
 
-@dataclass(frozen=True)
+@record
 class TokenSet:
     """What one token response gave us. The tokens are kept out of repr so they never hit a log."""
 

@@ -8,7 +8,6 @@ verifies both intercepted Qonic calls and tunnelled calls to every other host.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -17,6 +16,7 @@ from qonic_proxy.config.model import Config
 from qonic_proxy.errors import ConfigError, QonicProxyError
 from qonic_proxy.files import PUBLIC_FILE_MODE, write_atomic
 from qonic_proxy.interception_ca import CA_CERT_FILE, CA_KEY_FILE, MissingCertificate, ensure_ca
+from qonic_proxy.records import replace
 from qonic_proxy.trust import TrustRoots, trust_roots, write_bundle
 
 PROXY_CA_FILE = CA_CERT_FILE
@@ -77,7 +77,7 @@ def ca_bundle(cfg: Config) -> str:
     except OSError as err:
         raise _proxy_ca_error(proxy_ca, err.strerror) from None
     bundle = cfg.proxy.ca_dir / BUNDLE_FILE
-    roots = dataclasses.replace(trust_roots(None), extra_file=proxy_ca)
+    roots = replace(trust_roots(None), extra_file=proxy_ca)
     sources, stamp = _sources(roots), cfg.proxy.ca_dir / SOURCES_FILE
     try:
         if bundle.is_file() and stamp.read_bytes() == sources:

@@ -15,7 +15,6 @@ explicitly when CMD is done. The configured client key never reaches a child.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import sys
@@ -27,6 +26,7 @@ from qonic_proxy.cli.daemon_client import daemon_health, key_header
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import LoginError, QonicProxyError
 from qonic_proxy.hosts import Origin, connect_host
+from qonic_proxy.records import field, record
 from qonic_proxy.wrap.environment import Endpoints, private_config
 
 if TYPE_CHECKING:  # asyncio, http.client and webbrowser are imported where used: `env` and
@@ -164,11 +164,11 @@ async def _private_daemon(cfg: Config, aborted: asyncio.Future[int], read_only: 
         await daemon.stop(grace=PRIVATE_STOP_GRACE)
 
 
-@dataclasses.dataclass(frozen=True)
+@record
 class ChildKey:
     """A key minted for one child (or shell); `key` is a secret, `key_id` names it."""
 
-    key: str = dataclasses.field(repr=False)
+    key: str = field(repr=False)
     key_id: str
 
 

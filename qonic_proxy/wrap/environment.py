@@ -16,7 +16,6 @@ a corporate CA installed system-wide is trusted by Node exactly as by curl and P
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +23,7 @@ from urllib.parse import quote
 
 from qonic_proxy.config.model import ENV_CONFIG, ENV_SECRET, Config
 from qonic_proxy.hosts import LOOPBACK_NAMES, is_loopback_host
+from qonic_proxy.records import record, replace
 
 NO_PROXY = "localhost,127.0.0.1,::1"  # the reverse listener must be reached directly
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
@@ -31,7 +31,7 @@ CA_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_E
 KEY_USER = "qonic"  # any user name will do: the client key is the password
 
 
-@dataclasses.dataclass(frozen=True)
+@record
 class Endpoints:
     """Where the child reaches the proxy: the reverse origin and the forward proxy URL."""
 
@@ -96,10 +96,10 @@ def private_config(cfg: Config, *, read_only: bool = False) -> Config:
     if not is_loopback_host(host):
         host = "127.0.0.1"  # the private proxy serves one local child; never expose it
     allowed = tuple(dict.fromkeys((*cfg.proxy.allowed_hosts, *LOOPBACK_NAMES)))
-    proxy = dataclasses.replace(cfg.proxy, listen_host=host, port=0,
+    proxy = replace(cfg.proxy, listen_host=host, port=0,
                                 forward_port=free_port(host), allowed_hosts=allowed)
     access = cfg.access
     if read_only:
         limited = tuple(dict.fromkeys((*access.read_only, os.geteuid(), 0)))
-        access = dataclasses.replace(access, read_only=limited)
-    return dataclasses.replace(cfg, proxy=proxy, access=access)
+        access = replace(access, read_only=limited)
+    return replace(cfg, proxy=proxy, access=access)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pwd
 from pathlib import Path
@@ -22,6 +21,7 @@ from qonic_proxy.cli.daemon_client import (
 from qonic_proxy.config.loader import load_config
 from qonic_proxy.errors import QonicProxyError
 from qonic_proxy.proxy.client_key import KEY_HEADER
+from qonic_proxy.records import replace
 from tests.cli.fake_daemon import AUTHORIZE_URL, fake_daemon, health_answer
 from tests.cli.helpers import write_config
 
@@ -29,7 +29,7 @@ from tests.cli.helpers import write_config
 def test_no_daemon_means_no_health(tmp_path: Path) -> None:
     cfg = load_config(write_config(tmp_path))
     assert daemon_health(cfg) is None
-    off = dataclasses.replace(cfg, proxy=dataclasses.replace(cfg.proxy, port=0))
+    off = replace(cfg, proxy=replace(cfg.proxy, port=0))
     assert daemon_health(off) is None
     with pytest.raises(QonicProxyError, match="cannot reach the running qonic-proxy"):
         daemon_login_url(cfg)

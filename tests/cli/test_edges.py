@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import re
 
 import pytest
@@ -14,6 +13,7 @@ from qonic_proxy.cli.environment import Environment
 from qonic_proxy.cli.main import main
 from qonic_proxy.cli.parser import build_parser, with_default_verb
 from qonic_proxy.errors import ExitStatus
+from qonic_proxy.records import replace
 from qonic_proxy.sandbox import cli as sandbox_cli
 from qonic_proxy.wrap.environment import CA_VARIABLES, PROXY_VARIABLES
 from tests.cli.helpers import RecordingEnvironment
@@ -99,7 +99,7 @@ def test_the_internal_error_hint_names_a_flag_the_verb_has(monkeypatch: pytest.M
 
     for verb in ("status", "logout", "token", "init"):
         monkeypatch.setitem(commands.BY_NAME, verb,
-                            dataclasses.replace(commands.BY_NAME[verb], handler=buggy))
+                            replace(commands.BY_NAME[verb], handler=buggy))
         status, env = run(verb)
         assert status == ExitStatus.FAILURE
         flags = set(re.findall(r"--[a-z-]+", env.err))

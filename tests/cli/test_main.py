@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -20,13 +19,14 @@ from qonic_proxy.errors import (
     TokenEndpointError,
     UsageError,
 )
+from qonic_proxy.records import replace
 from tests.cli.helpers import RecordingEnvironment, write_config
 
 
 def replace_handler(monkeypatch: pytest.MonkeyPatch, verb: str,
                     handler: commands.Handler) -> None:
     monkeypatch.setitem(commands.BY_NAME, verb,
-                        dataclasses.replace(commands.BY_NAME[verb], handler=handler))
+                        replace(commands.BY_NAME[verb], handler=handler))
 
 
 @pytest.mark.parametrize("argv", [[], ["--config", "my.toml"]])

@@ -7,7 +7,6 @@ Waits poll a condition with a deadline; the few fixed waits are the token's own 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from qonic_proxy.records import replace
 from qonic_proxy.sandbox.patterns import pattern_sha256
 from qonic_proxy.tokens.service import refresh_due_at
 from qonic_proxy.tokens.store import TokenStore, cache_key
@@ -396,7 +396,7 @@ def test_sighup_rereads_the_cache(world: World, logged_in: DaemonProcess):
     store = store_of(world)
     before = world.cache_file.stat().st_mtime_ns
     tokens = store.load()
-    store.save(dataclasses.replace(tokens, expires_at=time.time() + 7777))
+    store.save(replace(tokens, expires_at=time.time() + 7777))
     os.utime(world.cache_file, ns=(before, before))  # invisible to the 1 s mtime watcher
     logged_in.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: logged_in.health()[1]["expires_in"] > 7000, 5, "the re-read token")

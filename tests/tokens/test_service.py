@@ -20,6 +20,7 @@ import pytest
 from qonic_proxy.errors import TokenEndpointError
 from qonic_proxy.metrics import Metrics
 from qonic_proxy.oauth.tokenset import TokenSet
+from qonic_proxy.records import replace
 from qonic_proxy.tokens import service as tokens_module
 from qonic_proxy.tokens import timing
 from qonic_proxy.tokens.service import TokenService, refresh_due_at
@@ -76,7 +77,7 @@ class Rig:
 
 @pytest.fixture
 def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Rig:
-    cfg = dataclasses.replace(make_cfg(), token=dataclasses.replace(
+    cfg = replace(make_cfg(), token=replace(
         make_cfg().token, cache_file=tmp_path / "state" / "token.json", refresh_margin=MARGIN))
     store = TokenStore(cfg.token.cache_file, cache_key(cfg))
     clock = Clock()
@@ -111,8 +112,8 @@ def test_due_time_is_the_margin_before_expiry_but_never_before_half_the_lifetime
     assert refresh_due_at(token("a", life=600), 60) == NOW + 540
     assert refresh_due_at(token("a", life=60), 300) == NOW + 30  # short token: half its life
     assert refresh_due_at(token("a", life=600), 0) == NOW + 600
-    assert refresh_due_at(dataclasses.replace(token("a"), expires_at=None), 60) is None
-    odd = dataclasses.replace(token("a"), obtained_at=NOW + 900)  # clock skew: plain margin
+    assert refresh_due_at(replace(token("a"), expires_at=None), 60) is None
+    odd = replace(token("a"), obtained_at=NOW + 900)  # clock skew: plain margin
     assert refresh_due_at(odd, 60) == NOW + 540
 
 

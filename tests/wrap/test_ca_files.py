@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import ssl
 import stat
@@ -15,6 +14,7 @@ from qonic_proxy.config.loader import load_config
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import QonicProxyError
 from qonic_proxy.interception_ca import ensure_ca
+from qonic_proxy.records import replace
 from qonic_proxy.sandbox.certs import make_server_tls
 from qonic_proxy.trust import pem_bundle, trust_roots
 from qonic_proxy.wrap.ca_files import (
@@ -67,7 +67,7 @@ def test_bundle_includes_the_system_store(world: World, tmp_path: Path,
     system.write_bytes(Path(certifi.where()).read_bytes() + corporate.read_bytes())
     monkeypatch.setenv("SSL_CERT_FILE", str(system))  # the system store, as trust_roots finds it
     cfg = load_config(world.config)
-    cfg = dataclasses.replace(cfg, proxy=dataclasses.replace(cfg.proxy, ca_dir=tmp_path / "ca"))
+    cfg = replace(cfg, proxy=replace(cfg.proxy, ca_dir=tmp_path / "ca"))
     bundle = Path(ca_bundle(cfg))
     certs = pem_certificates(bundle)
     assert pem_certificates(corporate)[0] in certs
@@ -93,7 +93,7 @@ def test_bundle_is_the_trust_decision_plus_the_proxy_ca(tmp_path: Path,
     bundle = Path(ca_bundle(cfg))
     assert bundle == cfg.proxy.ca_dir / BUNDLE_FILE
     assert stat.S_IMODE(bundle.stat().st_mode) == 0o644  # certificates are public
-    expected = pem_bundle(dataclasses.replace(trust_roots(None), extra_file=ca))
+    expected = pem_bundle(replace(trust_roots(None), extra_file=ca))
     assert bundle.read_bytes() == expected
     assert pem_certificates(system)[0] in pem_certificates(bundle)
     inode = bundle.stat().st_ino

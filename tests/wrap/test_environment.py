@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
 from qonic_proxy.config.loader import load_config
+from qonic_proxy.records import replace
 from qonic_proxy.wrap.environment import NO_PROXY, Endpoints, child_environment, private_config
 from tests.wrap.exec_world import SECRET, World
 
@@ -42,7 +42,7 @@ def test_child_environment_and_private_config(world: World) -> None:
     assert base["QONIC_CLIENT_SECRET"] == "s3cret"  # the caller's mapping is left alone
 
     cfg = load_config(world.config)
-    exposed = dataclasses.replace(cfg, proxy=dataclasses.replace(
+    exposed = replace(cfg, proxy=replace(
         cfg.proxy, listen_host="0.0.0.0", allowed_hosts=("proxy.example",)))  # noqa: S104
     private = private_config(exposed)
     assert private.proxy.listen_host == "127.0.0.1"
