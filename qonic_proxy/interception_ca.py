@@ -21,7 +21,6 @@ import contextlib
 import datetime
 import hashlib
 import ipaddress
-import logging
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,9 +32,10 @@ if TYPE_CHECKING:  # cryptography is imported where a CA is made or first checke
 
 from qonic_proxy.files import PUBLIC_FILE_MODE, ensure_private_dir, exclusive_lock, write_atomic
 from qonic_proxy.hosts import Origin
+from qonic_proxy.logs import logger
 from qonic_proxy.records import record
 
-log = logging.getLogger("qonic_proxy.ca")
+log = logger("qonic_proxy.ca")
 
 CA_CERT_FILE = "mitmproxy-ca-cert.pem"  # mitmproxy's name for the public CA certificate
 CA_KEY_FILE = "mitmproxy-ca.pem"  # key + certificate; mitmproxy makes its own CA without it

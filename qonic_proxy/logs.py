@@ -1,51 +1,92 @@
-"""Logging set-up for the daemon: human text or one JSON object per line (for journald/machines)."""
+"""Logging set-up for every verb, and the loggers of the modules the one-shot verbs import.
+
+`logging` costs 6 ms to import (with traceback, string, threading and weakref), and `token`,
+`status`, `env` or `exec` usually log nothing. So `main` only notes the level and format
+(`configure_later`), and those modules log through `logger(name)`: a stand-in that imports
+`logging`, applies the noted set-up and hands the line on when one is at or above the level;
+below it, a line costs a comparison. The daemon's own modules use `logging` directly: it is
+loaded there anyway, and its access log should not pay for a stand-in.
+"""
 
 from __future__ import annotations
 
-import json
-import logging
 import sys
-import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import logging
 
 LEVELS = ("debug", "info", "warning", "error")
-_STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line; structured `extra=` fields are kept as keys."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in vars(record).items():
-            if key not in _STANDARD_ATTRS and not key.startswith("_"):
-                entry[key] = value
-        if record.exc_info:  # log.exception(): keep the traceback, still on one line
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+_NUMBERS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+_pending: tuple[str, str] | None = None  # (level, format) noted by configure_later
 
 
 def configure_logging(level: str = "info", fmt: str = "text") -> None:
-    """Route our and mitmproxy's stdlib logging to stderr.
+    """Route our and mitmproxy's stdlib logging to stderr now (see log_output.install)."""
+    global _pending
+    _pending = None
+    from qonic_proxy.log_output import install
 
-    mitmproxy logs every client connect/disconnect at info: we keep its loggers at warning
-    unless debug was asked for, so the access log stays one line per request.
-    """
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s",
-                                               "%Y-%m-%d %H:%M:%S"))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level.upper())
-    # Never mitmproxy's DEBUG: it hex-dumps raw request bytes, which can hold a client key.
-    logging.getLogger("mitmproxy").setLevel("INFO" if level == "debug" else "WARNING")
+    install(level, fmt)
+
+
+def configure_later(level: str, fmt: str) -> None:
+    """Set logging up as configure_logging would, once something logs at `level` or above,
+    unless logging has been set up by someone else by then (a test's capture, a host program)."""
+    global _pending
+    _pending = (level, fmt)
+
+
+def settle() -> None:
+    """Apply the noted set-up now: before running code that logs through `logging` itself
+    (mitmproxy, asyncio, the OAuth client), so its lines are formatted like ours."""
+    _logging()
+
+
+def _logging() -> Any:
+    """The logging module, with the noted set-up applied first if nobody else configured it."""
+    global _pending
+    import logging
+
+    if _pending is not None:
+        level, fmt = _pending
+        _pending = None
+        if not logging.getLogger().handlers:
+            configure_logging(level, fmt)
+    return logging
+
+
+class LazyLogger:
+    """`logging.getLogger(name)`, fetched the first time a line passes the noted level."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def _target(self, level: int) -> logging.Logger | None:
+        if (_pending is not None and "logging" not in sys.modules
+                and level < _NUMBERS.get(_pending[0], 0)):
+            return None  # below the level the verb asked for, and nobody else logs
+        found: logging.Logger = _logging().getLogger(self.name)
+        return found
+
+    def debug(self, msg: str, *args: object, **kwargs: Any) -> None:
+        if (target := self._target(10)) is not None:
+            target.debug(msg, *args, stacklevel=2, **kwargs)
+
+    def info(self, msg: str, *args: object, **kwargs: Any) -> None:
+        if (target := self._target(20)) is not None:
+            target.info(msg, *args, stacklevel=2, **kwargs)
+
+    def warning(self, msg: str, *args: object, **kwargs: Any) -> None:
+        if (target := self._target(30)) is not None:
+            target.warning(msg, *args, stacklevel=2, **kwargs)
+
+    def error(self, msg: str, *args: object, **kwargs: Any) -> None:
+        if (target := self._target(40)) is not None:
+            target.error(msg, *args, stacklevel=2, **kwargs)
+
+
+def logger(name: str) -> LazyLogger:
+    return LazyLogger(name)

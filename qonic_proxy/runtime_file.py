@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import stat
 import time
@@ -30,10 +29,11 @@ from qonic_proxy.files import (
     read_private_file,
     write_atomic,
 )
+from qonic_proxy.logs import logger
 from qonic_proxy.records import as_dict, record
 
 MAX_RECORD = 4096
-log = logging.getLogger("qonic_proxy.runtime")
+log = logger("qonic_proxy.runtime")
 
 
 @record

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import sys
 from collections.abc import Callable, Sequence
 
@@ -17,7 +16,7 @@ from qonic_proxy.cli.commands import BY_NAME
 from qonic_proxy.cli.environment import Environment
 from qonic_proxy.cli.parser import ParserExit, build_parser, with_default_verb
 from qonic_proxy.errors import ExitStatus, QonicProxyError, UsageError
-from qonic_proxy.logs import configure_logging
+from qonic_proxy.logs import configure_later, logger
 
 
 def parse(argv: Sequence[str], env: Environment) -> argparse.Namespace:
@@ -45,7 +44,7 @@ def run_verb(work: Callable[[], int], env: Environment, debug_hint: str | None =
         env.error("interrupted")
         return ExitStatus.INTERRUPTED
     except Exception as err:  # a bug: still one line, and a way to see more
-        logging.getLogger("qonic_proxy").debug("internal error", exc_info=True)
+        logger("qonic_proxy").debug("internal error", exc_info=True)
         hint = f" ({debug_hint})" if debug_hint else ""
         env.error(f"internal error ({type(err).__name__}: {err}); please report it{hint}")
         return ExitStatus.FAILURE
@@ -70,7 +69,6 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
     if command is None or command.handler is None:  # only top-level options were given
         build_parser().print_help(env.stdout)
         return ExitStatus.USAGE
-    if not logging.getLogger().handlers:
-        configure_logging(args.log_level, getattr(args, "log_format", "text"))
+    configure_later(args.log_level, getattr(args, "log_format", "text"))
     handler = command.handler
     return run_verb(lambda: handler(args, env), env)

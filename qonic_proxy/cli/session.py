@@ -23,6 +23,7 @@ from qonic_proxy.cli.daemon_client import (
 )
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import LoginError, QonicProxyError
+from qonic_proxy.logs import settle as settle_logging
 from qonic_proxy.oauth.tokenset import TokenSet
 from qonic_proxy.tokens.store import CacheWriteError, TokenStore, cache_key
 from qonic_proxy.tokens.timing import refresh_due_at
@@ -68,6 +69,7 @@ def login_now(cfg: Config, *, open_browser: Callable[[str], object] | None,
 
     from qonic_proxy.oauth.login import login
 
+    settle_logging()
     tokens = asyncio.run(login(cfg, open_browser=open_browser, announce=_announce,
                                paste=(_read_pasted_line, _tell) if paste else None))
     store_for(cfg).save(tokens)

@@ -105,7 +105,6 @@ def exec_(args: argparse.Namespace, env: Environment) -> int:
         command = command[1:]
     if not command:
         raise UsageError("exec needs a command: qonic-proxy exec -- CMD ARGS...")
-    configure_logging(args.log_level, "text")
     return run_command(load_with_daemon(args), command, read_only=args.read_only)
 
 

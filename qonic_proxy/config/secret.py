@@ -8,15 +8,15 @@ never part of a message or a log line.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from qonic_proxy.config.fields import Section, missing, shown
 from qonic_proxy.config.model import CREDENTIAL_NAME, ENV_CREDENTIALS, ENV_SECRET
+from qonic_proxy.logs import logger
 
-log = logging.getLogger("qonic_proxy.config")
+log = logger("qonic_proxy.config")
 
 EMPTY_FIX = "put the client secret there, or remove it to run as a public client"
 

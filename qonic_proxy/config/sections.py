@@ -6,7 +6,6 @@ single-value rules live in `validate`, the secret lookup in `secret`.
 
 from __future__ import annotations
 
-import logging
 import re
 import types
 from collections.abc import Mapping
@@ -29,6 +28,7 @@ from qonic_proxy.config.validate import (
     upstream_proxy,
 )
 from qonic_proxy.hosts import LOOPBACK_NAMES
+from qonic_proxy.logs import logger
 from qonic_proxy.qonic import (
     AUTHORIZE_PATH,
     DEFAULT_API_URL,
@@ -47,7 +47,7 @@ DEFAULT_REFRESH_MARGIN = 60.0
 WELL_FORMED_SCOPE = re.compile(r"[a-z][a-z0-9_.-]*(:[a-z][a-z0-9_.-]*)*")
 NEAR_MISS_EDITS = 2  # "project:read", "models:raed", "Projects:Read" are typos, not new scopes
 
-log = logging.getLogger("qonic_proxy.config")
+log = logger("qonic_proxy.config")
 
 
 def qonic_settings(sec: Section) -> QonicSettings:

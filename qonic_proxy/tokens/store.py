@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import stat
 from collections.abc import Iterator
@@ -27,9 +26,10 @@ from qonic_proxy.files import (
     read_private_file,
     write_atomic,
 )
+from qonic_proxy.logs import logger
 from qonic_proxy.oauth.tokenset import TokenSet
 
-log = logging.getLogger(__name__)
+log = logger(__name__)
 
 FORMAT_VERSION = 1
 MAX_CACHE_SIZE = 1024 * 1024  # a token file is a few KiB; do not read a huge file into memory

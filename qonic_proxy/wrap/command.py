@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 from qonic_proxy.cli.daemon_client import daemon_health
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import QonicProxyError
+from qonic_proxy.logs import settle as settle_logging
 from qonic_proxy.wrap.ca_files import ca_bundle
 from qonic_proxy.wrap.daemon_link import (
     key_needed,
@@ -90,6 +91,7 @@ def run_command(cfg: Config, command: list[str], read_only: bool = False) -> int
         return _run_plain(cfg, command, executable, endpoints, read_only)
     import asyncio  # a login to wait for, or a private daemon (mitmproxy) to run
 
+    settle_logging()
     return asyncio.run(_run(cfg, command, executable, read_only))
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,7 @@ from qonic_proxy.cli.daemon_client import daemon_health, key_header
 from qonic_proxy.config.model import Config
 from qonic_proxy.errors import LoginError, QonicProxyError
 from qonic_proxy.hosts import Origin, connect_host
+from qonic_proxy.logs import logger
 from qonic_proxy.records import field, record
 from qonic_proxy.wrap.environment import Endpoints, private_config
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # asyncio, http.client and webbrowser are imported where used
     import asyncio  # `token` import this module and need none of them
 
 
-log = logging.getLogger("qonic_proxy.exec")
+log = logger("qonic_proxy.exec")
 
 LOGIN_POLL = 0.1  # seconds between checks while waiting for a login
 PRIVATE_STOP_GRACE = 5  # seconds the private daemon gets to finish in-flight requests
