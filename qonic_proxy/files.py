@@ -15,7 +15,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import secrets
 import stat
 import time
 from collections.abc import Iterator
@@ -109,7 +108,7 @@ TEMP_FLAGS = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 def open_temp(path: Path, mode: int) -> tuple[Path, int]:
     """A new file beside `path`: a unique name, created O_EXCL (a planted name is never followed
     or reused), `mode` whatever the umask. Every temp file of ours is made here."""
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    temp = path.with_name(f".{path.name}.{os.urandom(8).hex()}.tmp")
     fd = os.open(temp, TEMP_FLAGS, mode)
     try:
         os.fchmod(fd, mode)  # the umask may have narrowed a public file's mode

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
 import ipaddress
 import re
 from pathlib import Path
@@ -30,6 +29,7 @@ if TYPE_CHECKING:  # cryptography is imported where a CA is made or first checke
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
+from qonic_proxy.digest import sha256
 from qonic_proxy.files import PUBLIC_FILE_MODE, ensure_private_dir, exclusive_lock, write_atomic
 from qonic_proxy.hosts import Origin
 from qonic_proxy.logs import logger
@@ -184,7 +184,7 @@ def _verified(ca_dir: Path, host: str, public: bytes, combined: bytes) -> bool:
     """The check of `_current`, parsed once per CA and host: later runs compare a digest of the
     host and both files with the one kept in `ca_dir` (ours alone), so `exec` and `env` need no
     `cryptography` until the CA or the API host changes."""
-    digest = hashlib.sha256(b"\0".join((host.encode(), public, combined))).hexdigest().encode()
+    digest = sha256(b"\0".join((host.encode(), public, combined))).hexdigest().encode()
     with contextlib.suppress(OSError):
         if (ca_dir / VERIFIED_FILE).read_bytes() == digest:
             return True

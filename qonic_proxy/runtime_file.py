@@ -13,7 +13,6 @@ in either file.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import stat
@@ -21,6 +20,7 @@ import time
 from typing import Any
 
 from qonic_proxy.config.model import Config
+from qonic_proxy.digest import sha256
 from qonic_proxy.errors import QonicProxyError
 from qonic_proxy.files import (
     UnsafeFile,
@@ -71,7 +71,7 @@ def _identity(cfg: Config) -> str:
     source = str(cfg.path.absolute()) if cfg.path is not None else "(no config file)"
     proxy = cfg.proxy
     listeners = f"{proxy.listen_host} {proxy.port} {proxy.forward_port}"
-    return hashlib.sha256(f"{source}\n{listeners}".encode()).hexdigest()[:16]
+    return sha256(f"{source}\n{listeners}".encode()).hexdigest()[:16]
 
 
 def _alive(pid: int) -> bool:

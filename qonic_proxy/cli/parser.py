@@ -9,9 +9,10 @@ nearest verb, instead of being taken as an argument of `run`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from qonic_proxy import __version__
 from qonic_proxy.cli.arguments import config_option, log_level_option
@@ -35,10 +36,41 @@ class ParserExit(Exception):
         self.status = status
 
 
+def terminal_columns() -> int:
+    """shutil.get_terminal_size's columns: $COLUMNS, else the terminal's, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else 80
+
+
+class Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, told the width as argparse finds it, without shutil.
+
+    argparse makes a formatter for every option it adds, and its default one imports shutil for
+    the width; shutil imports bz2 and lzma (2 ms of a `token` that shows no help).
+    """
+
+    def __init__(self, prog: str, *args: Any, **kwargs: Any) -> None:
+        if not args:
+            kwargs.setdefault("width", terminal_columns() - 2)
+        super().__init__(prog, *args, **kwargs)
+
+
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser that raises ParserExit instead of exiting (subparsers inherit it)."""
 
     verb_parsers: dict[str, Parser]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", Formatter)
+        super().__init__(*args, **kwargs)
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         if message:

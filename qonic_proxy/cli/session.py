@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -101,6 +100,7 @@ def paste_into_daemon(cfg: Config) -> TokenSet | None:
     print("(the running qonic-proxy is waiting for this login; paste the address here)",
           file=sys.stderr, flush=True)
     import queue
+    import threading
 
     lines: queue.Queue[str] = queue.Queue()
 

@@ -80,7 +80,7 @@ def load_config(path: Path | None, env: Mapping[str, str] = os.environ) -> Confi
             "check that it exists and that this user may read it"
         ) from None
     try:
-        text = raw.decode("utf-8-sig")
+        text = raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8")  # BOM allowed; no codec lookup
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError(

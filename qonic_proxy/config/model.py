@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 from qonic_proxy.access.rules import RuleSet
@@ -43,6 +42,8 @@ class UpstreamProxy:
         """The Proxy-Authorization value (Basic) for the CONNECT, or None without credentials."""
         if self.user is None:
             return None
+        import base64
+
         pair = f"{self.user}:{self.password or ''}".encode()
         return "Basic " + base64.b64encode(pair).decode("ascii")
 

@@ -8,7 +8,6 @@ This module adds the format (version, cache key, tokens) and words every failure
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import stat
@@ -16,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from qonic_proxy.config.model import Config
+from qonic_proxy.digest import sha256
 from qonic_proxy.errors import QonicProxyError
 from qonic_proxy.files import (
     Reservation,
@@ -46,7 +46,7 @@ def cache_key(cfg: Config) -> str:
         [cfg.qonic.token_url, cfg.oauth.client_id, sorted(cfg.oauth.scopes)],
         separators=(",", ":"),
     )
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+    return sha256(material.encode("utf-8")).hexdigest()
 
 
 def _why(exc: OSError) -> str:

@@ -8,11 +8,11 @@ verifies both intercepted Qonic calls and tunnelled calls to every other host.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 from qonic_proxy.config.model import Config
+from qonic_proxy.digest import sha256
 from qonic_proxy.errors import ConfigError, QonicProxyError
 from qonic_proxy.files import PUBLIC_FILE_MODE, write_atomic
 from qonic_proxy.interception_ca import CA_CERT_FILE, CA_KEY_FILE, MissingCertificate, ensure_ca
@@ -28,7 +28,7 @@ SOURCES_FILE = ".ca-bundle.sources"  # what the bundle was made from (names, siz
 def _sources(roots: TrustRoots) -> bytes:
     """A digest of every file the bundle is made from, by stat alone (a hashed CA folder holds
     hundreds of files: reading them all on every `exec` costs more than the rest of it)."""
-    seen = hashlib.sha256()
+    seen = sha256()
     files: list[Path | str | None] = [roots.system_file, roots.public_file, roots.extra_file]
     if roots.system_dir is not None:
         try:  # plain strings: hundreds of Path objects cost more than their stat calls

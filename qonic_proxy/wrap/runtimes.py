@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from qonic_proxy.digest import sha256
 from qonic_proxy.files import ensure_private_dir, write_atomic
 from qonic_proxy.wrap.java_truststore import java_truststore
 
@@ -82,7 +82,7 @@ def write_java_truststore(folder: Path, bundle: str) -> Path:
     """A password-less PKCS12 trust store of every certificate in `bundle`."""
     path = folder / JAVA_STORE_FILE
     pem = Path(bundle).read_bytes()
-    made_from, digest = folder / f".{JAVA_STORE_FILE}.source", hashlib.sha256(pem).digest()
+    made_from, digest = folder / f".{JAVA_STORE_FILE}.source", sha256(pem).digest()
     with contextlib.suppress(OSError):
         if path.is_file() and made_from.read_bytes() == digest:
             return path  # made from this very bundle: encoding it again costs ~40 ms
