@@ -225,6 +225,55 @@ def _assert_forwarded(world: World, config: Path, signum: signal.Signals, label:
         proc.wait(10)
 
 
+SIGPIPE_BIT = 1 << (signal.SIGPIPE - 1)  # in /proc/PID/status SigIgn
+CHILD_REPORT = "read -r line <&3; echo \"fd3=$line\"; grep '^SigIgn:' /proc/self/status"
+
+
+def _exec_with_fd3(world: World, config: Path, tmp: Path) -> subprocess.CompletedProcess[str]:
+    """exec a shell that reads the descriptor 3 a calling shell opened, and shows its ignored
+    signals."""
+    given = tmp / "fd3.txt"
+    given.write_text("from the caller\n")
+    caller = 'exec 3<"$1"; shift; exec "$@"'
+    return subprocess.run(
+        ["sh", "-c", caller, "caller", str(given), sys.executable, "-m", "qonic_proxy", "exec",
+         "--config", str(config), "--", "sh", "-c", CHILD_REPORT],
+        env=world.env(), capture_output=True, text=True, timeout=TIMEOUT, check=False)
+
+
+@pytest.mark.parametrize("label", ["private", "running"])
+def test_cmd_gets_the_callers_descriptors_and_default_sigpipe(world: World, label: str,
+                                                              tmp_path: Path) -> None:
+    """As a shell's exec: `qonic-proxy exec -- cmd 3<file` gives cmd its fd 3; and SIGPIPE,
+    which Python ignores, is back to its default in CMD (`yes | head` must end)."""
+    if label == "private":
+        result = _exec_with_fd3(world, world.config, tmp_path)
+    else:
+        config = world.write_config("running-fds.toml", forward_port=free_port())
+        with running_daemon(world, config):
+            result = _exec_with_fd3(world, config, tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "fd3=from the caller"
+    assert not int(lines[1].split()[1], 16) & SIGPIPE_BIT, lines[1]
+
+
+def test_with_a_running_daemon_exit_codes_and_unstartable_programs(world: World) -> None:
+    """The plain path (os.posix_spawn) reports what the private one does."""
+    script = world.tmp / "no-interpreter.sh"
+    script.write_text("#!/no/such/interpreter\n")
+    script.chmod(0o755)
+    config = world.write_config("running-codes.toml", forward_port=free_port())
+    with running_daemon(world, config):
+        assert world.exec("sh", "-c", "exit 7", config=config).returncode == 7
+        killed = world.exec("sh", "-c", "kill -TERM $$", config=config)
+        assert killed.returncode == 128 + signal.SIGTERM
+        unstartable = world.exec(str(script), config=config)
+    assert unstartable.returncode == 126
+    assert unstartable.stderr.strip() == \
+        f"qonic-proxy: {script}: cannot execute (missing interpreter?)"
+
+
 # ----- units -------------------------------------------------------------------------------------
 def test_resolve_program(tmp_path: Path) -> None:
     assert resolve_program("sh", os.defpath) == shutil.which("sh", path=os.defpath)
