@@ -26,25 +26,17 @@ pid at the end.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import ssl
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.wrap_world import wrap_world  # noqa: E402
 from qonic_proxy.interception_ca import CA_CERT_FILE  # noqa: E402
-from qonic_proxy.sandbox.app import Sandbox  # noqa: E402
-from qonic_proxy.sandbox.settings import SandboxSettings  # noqa: E402
-from tests.wrap.exec_world import BROWSER, CLIENT_ID, SECRET, free_port  # noqa: E402
-from tests.wrap.ns_scenario import stop_daemon  # noqa: E402
 
-PY = sys.executable
 TIMINGS = "%{time_connect} %{time_appconnect} %{time_total}"
 
 
@@ -62,52 +54,23 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--hold", action="store_true")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="qonic-fwd-bench-"))
-    redirect = f"http://127.0.0.1:{free_port()}/callback"
-    sandbox = Sandbox(SandboxSettings(host="127.0.0.2", client_id=CLIENT_ID, client_secret=SECRET,
-                                      redirect_uris=(redirect,), auto_consent=True,
-                                      cert_dir=tmp / "tls"))
-    sandbox.start()
-    browser = tmp / "browser.py"
-    browser.write_text(BROWSER.format(python=PY))
-    browser.chmod(0o700)
-    port, fwd = free_port(), free_port()
-    config = tmp / "config.toml"
-    config.write_text(f"""[qonic]\napi_url = "{sandbox.url}"\nca_file = "{sandbox.ca_file}"
-[oauth]\nclient_id = "{CLIENT_ID}"\nscopes = ["projects:read"]\nredirect_uri = "{redirect}"
-[proxy]\nport = {port}\nforward_port = {fwd}\nca_dir = "{tmp / 'ca'}"
-[token]\ncache_file = "{tmp / 'token.json'}"\n""")
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    env.update(QONIC_CLIENT_SECRET=SECRET, BROWSER=str(browser), SANDBOX_CA=str(sandbox.ca_file),
-               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    cli = [PY, "-m", "qonic_proxy"]
-    cfg = ["--config", str(config)]
-    subprocess.run([*cli, "login", *cfg], env=env, check=True, timeout=60, capture_output=True)
-    daemon = subprocess.Popen([*cli, "run", *cfg, "--log-level", "warning"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert daemon.stdout and daemon.stdout.readline().startswith("qonic-proxy ready")
-        token = subprocess.run([*cli, "token", *cfg], env=env, check=True, capture_output=True,
-                               text=True).stdout.strip()
-        bundle = subprocess.run([*cli, "ca", "--bundle", *cfg], env=env, check=True,
-                                capture_output=True, text=True).stdout.strip()
-        url = sandbox.url + "/v1/echo"
-        store = tmp / "store-and-sandbox.pem"
-        paths = ssl.get_default_verify_paths()
-        store.write_bytes(Path(paths.cafile or paths.openssl_cafile).read_bytes()
-                          + sandbox.ca_file.read_bytes())
+    with wrap_world("qonic-fwd-bench-") as world:
+        env, port, fwd = world.env, world.port, world.forward_port
+        token = world.cli_output("token")
+        bundle = world.cli_output("ca", "--bundle")
+        url = world.sandbox.url + "/v1/echo"
         curl = ["curl", "-sf", "-o", "/dev/null", "-w", TIMINGS]
         direct = [*curl, "-H", f"Authorization: Bearer {token}", url]
         via = [*curl, "-x", f"http://127.0.0.1:{fwd}", url]
         cases = {
-            "direct": [*direct, "--cacert", str(sandbox.ca_file)],
-            "direct+store": [*direct, "--cacert", str(store)],
+            "direct": [*direct, "--cacert", str(world.sandbox.ca_file)],
+            "direct+store": [*direct, "--cacert", str(world.store_and_sandbox())],
             "reverse": [*curl, f"http://127.0.0.1:{port}/v1/echo"],
             "forward": [*via, "--cacert", bundle],
             "forward-ca": [*via, "--cacert", str(Path(bundle).parent / CA_CERT_FILE)],
         }
         if args.hold:  # the commands are not printed: the direct ones carry the token
-            print(f"daemon pid {daemon.pid}; reverse {port}, forward {fwd}; sandbox {url}; "
+            print(f"daemon pid {world.daemon_pid}; reverse {port}, forward {fwd}; sandbox {url}; "
                   f"bundle {bundle}")
             input("Enter to time... ")
         for argv in cases.values():
@@ -130,10 +93,6 @@ def main() -> int:
         print(f"a new forward connection adds {wall['forward'] - wall['direct+store']:.1f} ms "
               f"to a direct call with the default store, {wall['forward-ca'] - wall['direct']:.1f}"
               " ms with the CA alone")
-    finally:
-        stop_daemon(daemon)
-        sandbox.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

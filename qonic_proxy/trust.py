@@ -47,7 +47,14 @@ def trust_roots(ca_file: Path | None) -> TrustRoots:
 
 def _default_verify_paths() -> tuple[str | None, str | None]:
     """`ssl.get_default_verify_paths()`'s file and folder (what OpenSSL uses, SSL_CERT_FILE and
-    SSL_CERT_DIR first), taken from `_ssl` as `ssl` itself does, without importing `ssl`."""
+    SSL_CERT_DIR first), taken from `_ssl` as `ssl` itself does, without importing `ssl`.
+
+    With both variables set, OpenSSL's compiled-in paths do not matter, and loading OpenSSL
+    (1-3 ms of an `exec`) to learn them is skipped: those are the names OpenSSL reads.
+    """
+    env_file, env_dir = os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+    if env_file is not None and env_dir is not None:
+        return env_file, env_dir
     try:
         import _ssl
 

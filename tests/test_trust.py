@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import threading
@@ -174,3 +175,20 @@ def test_write_bundle_is_atomic_and_skips_unchanged(tmp_path: Path, tls: ServerT
     trust.write_bundle(roots, target)
     assert target.stat().st_ino == first.st_ino  # unchanged: not rewritten
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize("variables", [("SSL_CERT_FILE", "SSL_CERT_DIR"), ("SSL_CERT_FILE",),
+                                       ("SSL_CERT_DIR",), ()])
+def test_the_system_paths_are_the_ones_ssl_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 variables: tuple[str, ...]) -> None:
+    """With both variables set `_ssl` is not asked; either way the answer is ssl's own."""
+    from qonic_proxy.trust import _default_verify_paths
+
+    for name in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    for name in variables:
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+    paths = ssl.get_default_verify_paths()  # the variables' names and OpenSSL's defaults
+    assert _default_verify_paths() == (
+        os.environ.get(paths.openssl_cafile_env, paths.openssl_cafile),
+        os.environ.get(paths.openssl_capath_env, paths.openssl_capath))

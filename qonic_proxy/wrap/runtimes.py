@@ -16,7 +16,6 @@ new proxy CA reaches all of them and a program reading one never sees it half-wr
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import re
@@ -26,7 +25,6 @@ from urllib.parse import urlsplit
 
 from qonic_proxy.digest import sha256
 from qonic_proxy.files import ensure_private_dir, write_atomic
-from qonic_proxy.wrap.java_truststore import java_truststore
 
 WGETRC_FILE = "wgetrc"
 PHP_INI_DIR = "php.d"
@@ -86,6 +84,10 @@ def write_java_truststore(folder: Path, bundle: str) -> Path:
     with contextlib.suppress(OSError):
         if path.is_file() and made_from.read_bytes() == digest:
             return path  # made from this very bundle: encoding it again costs ~40 ms
+    import base64  # only to make the store again
+
+    from qonic_proxy.wrap.java_truststore import java_truststore
+
     blocks = _PEM_BODY.findall(pem)
     # PEM is base64 of the DER: no parsing, so an odd system root (a negative serial) is kept
     _write_if_changed(path, java_truststore(base64.b64decode(b"".join(b.split()))

@@ -95,7 +95,8 @@ FAST_SCRIPT = textwrap.dedent("""\
     with contextlib.redirect_stdout(io.StringIO()) as printed:
         code = main([verb, "--config", config, *rest])
     heavy = ("cryptography", "mitmproxy", "asyncio", "h11", "ssl", "http.client", "certifi",
-             "platformdirs", "difflib", "webbrowser", "subprocess", "socket")
+             "platformdirs", "difflib", "webbrowser", "subprocess", "socket", "dataclasses",
+             "inspect", "logging", "_hashlib", "shutil", "threading", "encodings.idna")
     loaded = sorted(name for name in heavy if name in sys.modules)
     with open(out, "w") as fh:
         json.dump({"code": code, "loaded": loaded, "printed": printed.getvalue()}, fh)
@@ -105,17 +106,22 @@ NEVER = {"cryptography", "mitmproxy", "h11"}  # the CA, the daemon, the login's 
 # daemon is asked on a plain socket), no default paths (the config names them), no typo hints
 LIGHT = NEVER | {"asyncio", "ssl", "http.client", "certifi", "platformdirs", "difflib",
                  "webbrowser"}
+# and none of what made them slow to start (records.py, logs.py, digest.py say why): no
+# dataclasses (inspect), no logging unless a line is shown, no OpenSSL for a hash, no shutil
+# (bz2, lzma), no threading, no idna codec for a loopback address, no subprocess for CMD
+LEAN = LIGHT | {"dataclasses", "inspect", "logging", "_hashlib", "shutil", "encodings.idna",
+                "subprocess"}
 FAST_VERBS: dict[str, tuple[set[str], list[str]]] = {
-    "token": (LIGHT | {"subprocess", "socket"}, []),  # nothing to refresh: no connection
-    "status": (LIGHT | {"subprocess"}, []),
-    "env": (LIGHT | {"subprocess"}, []),
-    "exec": (LIGHT, ["--", "true"]),  # the running daemon: CMD under a plain Popen
+    "token": (LEAN | {"socket", "threading"}, []),  # nothing to refresh: no connection
+    "status": (LEAN | {"threading"}, []),
+    "env": (LEAN | {"threading"}, []),
+    "exec": (LEAN | {"threading"}, ["--", "true"]),  # the running daemon: os.posix_spawn
 }
 
 
 def test_token_status_env_and_exec_with_a_daemon_load_no_heavy_module(tmp_path: Path) -> None:
     """With a daemon running and its CA in place, these start with the config and the cache
-    alone: no `cryptography` (the CA is recognised by its digest), no asyncio (`exec` runs CMD
+    alone (the LEAN list): no `cryptography` (the CA is recognised by its digest), no asyncio (`exec` runs CMD
     under a plain Popen), no TLS (nothing to refresh; the bundle's sources are named without
     `ssl` and certifi), no HTTP library, no platformdirs (the config names its paths)."""
     from qonic_proxy.wrap.ca_files import ca_bundle
