@@ -15,6 +15,7 @@ records like dataclasses, through `dataclass_transform` (PEP 681).
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ else:
 
 T = TypeVar("T")
 _FIELDS = "__record_fields__"
+_VALUES = "__record_values__"
 
 
 class _Missing:
@@ -69,11 +71,29 @@ def fields(obj: object) -> tuple[Field, ...]:
 
 
 def _values(obj: object) -> tuple[Any, ...]:
-    return tuple(getattr(obj, f.name) for f in fields(obj))
+    values: tuple[Any, ...] = getattr(obj, _VALUES)(obj)
+    return values
 
 
-def _init(self: Any, *args: Any, **kwargs: Any) -> None:
-    own = fields(self)
+def _init_for(own: tuple[Field, ...], post_init: Callable[[Any], None] | None,
+              ) -> Callable[..., None]:
+    """The class's __init__: a closure over its fields (no code is generated)."""
+    names, count = tuple(spec.name for spec in own), len(own)
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if not kwargs and len(args) == count:  # all given in order: the daemon's usual case
+            self.__dict__.update(zip(names, args, strict=True))
+        else:
+            _bind(self, own, args, kwargs)
+        if post_init is not None:
+            post_init(self)
+
+    return __init__
+
+
+def _bind(self: Any, own: tuple[Field, ...], args: tuple[Any, ...], kwargs: dict[str, Any],
+          ) -> None:
+    """Positional, then keyword arguments, then defaults, with dataclasses' errors."""
     owner = type(self).__name__
     if len(args) > len(own):
         raise TypeError(f"{owner}() takes {len(own)} arguments, {len(args)} were given")
@@ -86,12 +106,9 @@ def _init(self: Any, *args: Any, **kwargs: Any) -> None:
             value = kwargs.pop(spec.name)
         else:
             value = spec.initial(owner)
-        object.__setattr__(self, spec.name, value)
+        self.__dict__[spec.name] = value
     if kwargs:
         raise TypeError(f"{owner}() got unexpected arguments {', '.join(map(repr, kwargs))}")
-    post_init = getattr(self, "__post_init__", None)
-    if post_init is not None:
-        post_init()
 
 
 def _repr(self: Any) -> str:
@@ -130,7 +147,13 @@ def _make(cls: type[T], frozen: bool) -> type[T]:
                 setattr(cls, name, spec.default)
         own.append(spec)
     setattr(cls, _FIELDS, tuple(own))
-    methods: dict[str, Any] = {"__init__": _init, "__repr__": _repr, "__eq__": _eq}
+    names = tuple(spec.name for spec in own)
+    # the values as a tuple, made in C: the daemon compares and hashes some records per request
+    getter = attrgetter(*names) if len(names) > 1 else (
+        lambda obj: tuple(getattr(obj, name) for name in names))
+    setattr(cls, _VALUES, staticmethod(getter))
+    init = _init_for(tuple(own), getattr(cls, "__post_init__", None))
+    methods: dict[str, Any] = {"__init__": init, "__repr__": _repr, "__eq__": _eq}
     if frozen:
         methods.update(__hash__=_hash, __setattr__=_frozen, __delattr__=_frozen)
     else:
