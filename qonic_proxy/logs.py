@@ -64,28 +64,25 @@ class LazyLogger:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def _target(self, level: int) -> logging.Logger | None:
+    def _log(self, level: int, msg: str, args: tuple[object, ...], kwargs: dict[str, Any],
+             ) -> None:
         if (_pending is not None and "logging" not in sys.modules
                 and level < _NUMBERS.get(_pending[0], 0)):
-            return None  # below the level the verb asked for, and nobody else logs
-        found: logging.Logger = _logging().getLogger(self.name)
-        return found
+            return  # below the level the verb asked for, and nobody else logs
+        target: logging.Logger = _logging().getLogger(self.name)
+        target.log(level, msg, *args, stacklevel=3, **kwargs)
 
     def debug(self, msg: str, *args: object, **kwargs: Any) -> None:
-        if (target := self._target(10)) is not None:
-            target.debug(msg, *args, stacklevel=2, **kwargs)
+        self._log(10, msg, args, kwargs)
 
     def info(self, msg: str, *args: object, **kwargs: Any) -> None:
-        if (target := self._target(20)) is not None:
-            target.info(msg, *args, stacklevel=2, **kwargs)
+        self._log(20, msg, args, kwargs)
 
     def warning(self, msg: str, *args: object, **kwargs: Any) -> None:
-        if (target := self._target(30)) is not None:
-            target.warning(msg, *args, stacklevel=2, **kwargs)
+        self._log(30, msg, args, kwargs)
 
     def error(self, msg: str, *args: object, **kwargs: Any) -> None:
-        if (target := self._target(40)) is not None:
-            target.error(msg, *args, stacklevel=2, **kwargs)
+        self._log(40, msg, args, kwargs)
 
 
 def logger(name: str) -> LazyLogger:
