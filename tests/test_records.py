@@ -110,3 +110,18 @@ def test_as_dict_and_a_mutable_record() -> None:
 def test_a_field_takes_one_kind_of_default() -> None:
     with pytest.raises(TypeError, match="not both"):
         field(default=1, default_factory=list)
+
+
+def test_no_dataclasses_helper_is_called_on_what_may_be_a_record() -> None:
+    """mypy takes records for dataclasses, so `dataclasses.replace(record)` type-checks and then
+    fails at run time: outside the sandbox (whose own classes are its business) the helpers
+    come from records."""
+    import re
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent.parent / "qonic_proxy"
+    helper = re.compile(r"dataclasses\.(replace|asdict|astuple|fields)\("
+                        r"|from dataclasses import [^\n]*\b(replace|asdict|astuple|fields)\b")
+    offenders = [str(path.relative_to(package)) for path in package.rglob("*.py")
+                 if "sandbox" not in path.parts and helper.search(path.read_text())]
+    assert offenders == []

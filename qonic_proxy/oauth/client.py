@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 
 from qonic_proxy.config.model import Config
 from qonic_proxy.hosts import display_url
@@ -22,6 +21,7 @@ from qonic_proxy.oauth.token_request import (
 )
 from qonic_proxy.oauth.tokenset import TokenSet
 from qonic_proxy.oauth.transport import post_form
+from qonic_proxy.records import replace
 
 log = logging.getLogger(__name__)
 
