@@ -9,7 +9,9 @@ secrets, `field(default_factory=...)`, `__post_init__`, equality, hashing, `repl
 from its field list, with no code generated.
 
 Modules only the daemon loads keep `dataclasses` (mitmproxy imports it anyway). mypy checks
-records like dataclasses, through `dataclass_transform` (PEP 681).
+records like dataclasses, through `dataclass_transform` (PEP 681); so it also lets
+`dataclasses.replace(record)` pass, which fails at run time: use `records.replace` (a source
+scan in tests/test_records.py keeps dataclasses' helpers out of the package).
 """
 
 from __future__ import annotations
