@@ -226,7 +226,8 @@ def _assert_forwarded(world: World, config: Path, signum: signal.Signals, label:
 
 
 SIGPIPE_BIT = 1 << (signal.SIGPIPE - 1)  # in /proc/PID/status SigIgn
-CHILD_REPORT = "read -r line <&3; echo \"fd3=$line\"; grep '^SigIgn:' /proc/self/status"
+CHILD_REPORT = ("read -r line <&3; echo \"fd3=$line\"; grep '^SigIgn:' /proc/self/status; "
+                "ls /proc/$$/fd | tr '\\n' ' '")  # the shell's descriptors, as ls sees them
 
 
 def _exec_with_fd3(world: World, config: Path, tmp: Path) -> subprocess.CompletedProcess[str]:
@@ -244,8 +245,9 @@ def _exec_with_fd3(world: World, config: Path, tmp: Path) -> subprocess.Complete
 @pytest.mark.parametrize("label", ["private", "running"])
 def test_cmd_gets_the_callers_descriptors_and_default_sigpipe(world: World, label: str,
                                                               tmp_path: Path) -> None:
-    """As a shell's exec: `qonic-proxy exec -- cmd 3<file` gives cmd its fd 3; and SIGPIPE,
-    which Python ignores, is back to its default in CMD (`yes | head` must end)."""
+    """As a shell's exec: `qonic-proxy exec -- cmd 3<file` gives cmd its fd 3, and no
+    descriptor of qonic-proxy's own; and SIGPIPE, which Python ignores, is back to its default
+    in CMD (`yes | head` must end)."""
     if label == "private":
         result = _exec_with_fd3(world, world.config, tmp_path)
     else:
@@ -256,6 +258,8 @@ def test_cmd_gets_the_callers_descriptors_and_default_sigpipe(world: World, labe
     lines = result.stdout.splitlines()
     assert lines[0] == "fd3=from the caller"
     assert not int(lines[1].split()[1], 16) & SIGPIPE_BIT, lines[1]
+    # and nothing of qonic-proxy's own: its connections to the daemon, its netlink socket
+    assert lines[2].split() == ["0", "1", "2", "3"], lines[2]
 
 
 def test_with_a_running_daemon_exit_codes_and_unstartable_programs(world: World) -> None:
