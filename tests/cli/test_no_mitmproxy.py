@@ -121,9 +121,10 @@ FAST_VERBS: dict[str, tuple[set[str], list[str]]] = {
 
 def test_token_status_env_and_exec_with_a_daemon_load_no_heavy_module(tmp_path: Path) -> None:
     """With a daemon running and its CA in place, these start with the config and the cache
-    alone (the LEAN list): no `cryptography` (the CA is recognised by its digest), no asyncio (`exec` runs CMD
-    under a plain Popen), no TLS (nothing to refresh; the bundle's sources are named without
-    `ssl` and certifi), no HTTP library, no platformdirs (the config names its paths)."""
+    alone (the LEAN list): no `cryptography` (the CA is recognised by its digest), no asyncio
+    (`exec` runs CMD under os.posix_spawn), no TLS (nothing to refresh; the bundle's sources
+    are named without `ssl` and certifi), no HTTP library, no platformdirs (the config names its
+    paths)."""
     from qonic_proxy.wrap.ca_files import ca_bundle
 
     with fake_daemon() as daemon:
