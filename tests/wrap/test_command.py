@@ -299,6 +299,21 @@ def test_resolve_program(tmp_path: Path) -> None:
     assert resolve_program(str(plain), None) == str(plain)
 
 
+def test_resolve_program_with_an_empty_path_finds_nothing(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """As shutil.which: PATH="" names no folder, so a program in the current folder is not run."""
+    (tmp_path / "here").write_text("#!/bin/sh\n")
+    (tmp_path / "here").chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    assert shutil.which("here", path="") is None
+    for empty in ("", None):
+        with pytest.raises(CommandError) as missing:
+            resolve_program("here", empty)
+        assert missing.value.exit_code == 127
+    assert resolve_program("here", os.pathsep + "/nonexistent") == "here"  # "::" is "." as
+    assert shutil.which("here", path=os.pathsep + "/nonexistent") == "here"  # for shutil
+
+
 def test_exit_code_follows_the_shell() -> None:
     assert exit_code(0) == 0
     assert exit_code(7) == 7
