@@ -144,16 +144,24 @@ class SpawnedChild:
 
     def __init__(self, executable: str, argv: list[str], env: dict[str, str]) -> None:
         self.returncode: int | None = None
+        self.ended = False  # CMD has exited; its pid may be reaped (and reused) any moment
         self.pid = os.posix_spawn(executable, argv, env,
                                   setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
 
     def send_signal(self, sig: int) -> None:
-        if self.returncode is None:
+        if not self.ended:  # until then the pid is CMD's, a zombie at worst
             os.kill(self.pid, sig)
 
     def wait(self) -> int:
-        """CMD's status as Popen reports it: the exit code, or minus the signal that ended it."""
-        _, status = os.waitpid(self.pid, 0)  # retried after our signal handlers (PEP 475)
+        """CMD's status as Popen reports it: the exit code, or minus the signal that ended it.
+
+        The exit is first seen without reaping (WNOWAIT), so a signal forwarded while we wait
+        never reaches a process that has taken over CMD's pid after it was reaped.
+        """
+        # both calls are retried after our signal handlers (PEP 475)
+        os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+        self.ended = True
+        _, status = os.waitpid(self.pid, 0)
         self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
 

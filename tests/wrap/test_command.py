@@ -16,7 +16,13 @@ import pytest
 
 from qonic_proxy.config.loader import load_config
 from qonic_proxy.errors import QonicProxyError
-from qonic_proxy.wrap.command import CommandError, exit_code, resolve_program, run_command
+from qonic_proxy.wrap.command import (
+    CommandError,
+    SpawnedChild,
+    exit_code,
+    resolve_program,
+    run_command,
+)
 from tests.cli.helpers import write_config
 from tests.wrap.exec_world import TIMEOUT, World, echo_ok, free_port, running_daemon
 
@@ -312,6 +318,27 @@ def test_resolve_program_with_an_empty_path_finds_nothing(tmp_path: Path,
         assert missing.value.exit_code == 127
     assert resolve_program("here", os.pathsep + "/nonexistent") == "here"  # "::" is "." as
     assert shutil.which("here", path=os.pathsep + "/nonexistent") == "here"  # for shutil
+
+
+def test_a_signal_forwarded_as_cmd_is_reaped_reaches_no_other_process(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signal handler may run right after CMD is reaped, before its status is kept: by then
+    the pid may belong to another process, so nothing is sent to it."""
+    child = SpawnedChild("/bin/sh", ["sh", "-c", "exit 3"], dict(os.environ))
+    sent: list[tuple[int, int]] = []
+    real_waitpid = os.waitpid
+
+    def reaped_then_signalled(pid: int, options: int) -> tuple[int, int]:
+        result = real_waitpid(pid, options)
+        child.send_signal(signal.SIGTERM)  # the relay, from a handler, at the worst moment
+        return result
+
+    monkeypatch.setattr(os, "waitpid", reaped_then_signalled)
+    monkeypatch.setattr(os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    assert child.wait() == 3
+    assert sent == []
+    child.send_signal(signal.SIGTERM)
+    assert sent == []
 
 
 def test_exit_code_follows_the_shell() -> None:
