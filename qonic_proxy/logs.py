@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import logging
 
-LEVELS = ("debug", "info", "warning", "error")
-_NUMBERS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+_NUMBERS = {"debug": 10, "info": 20, "warning": 30, "error": 40}  # logging's, without logging
+LEVELS = tuple(_NUMBERS)
 _pending: tuple[str, str] | None = None  # (level, format) noted by configure_later
 
 
@@ -73,16 +73,16 @@ class LazyLogger:
         target.log(level, msg, *args, stacklevel=3, **kwargs)
 
     def debug(self, msg: str, *args: object, **kwargs: Any) -> None:
-        self._log(10, msg, args, kwargs)
+        self._log(_NUMBERS["debug"], msg, args, kwargs)
 
     def info(self, msg: str, *args: object, **kwargs: Any) -> None:
-        self._log(20, msg, args, kwargs)
+        self._log(_NUMBERS["info"], msg, args, kwargs)
 
     def warning(self, msg: str, *args: object, **kwargs: Any) -> None:
-        self._log(30, msg, args, kwargs)
+        self._log(_NUMBERS["warning"], msg, args, kwargs)
 
     def error(self, msg: str, *args: object, **kwargs: Any) -> None:
-        self._log(40, msg, args, kwargs)
+        self._log(_NUMBERS["error"], msg, args, kwargs)
 
 
 def logger(name: str) -> LazyLogger:

@@ -182,7 +182,7 @@ def record(cls: type[T] | None = None, /, *, frozen: bool = True,
 
 def replace(obj: T, **changes: Any) -> T:
     """A copy of `obj` with some fields changed (as `dataclasses.replace`)."""
-    current = {f.name: getattr(obj, f.name) for f in fields(obj)}
+    current = as_dict(obj)
     unknown = set(changes) - set(current)
     if unknown:
         raise TypeError(f"{type(obj).__name__} has no field {', '.join(sorted(unknown))}")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -16,9 +18,16 @@ from qonic_proxy.access.minted_keys import PREFIX, MintedKeys, MintError, proces
 ME = os.geteuid()
 
 
-def sleeper() -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
-                            start_new_session=True)
+@contextlib.contextmanager
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    """A process to tie keys to; killed and reaped, by its pid, at the end."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                             start_new_session=True)
+    try:
+        yield child
+    finally:
+        child.kill()
+        child.wait(10)
 
 
 async def until_revoked(keys: MintedKeys, key_id: str, timeout: float = 10) -> None:
@@ -47,17 +56,13 @@ def test_a_key_is_found_by_its_secret_only_and_revoked() -> None:
 def test_a_key_dies_with_its_process(how: signal.Signals) -> None:
     async def scenario() -> None:
         keys = MintedKeys()
-        child = sleeper()
-        try:
+        with sleeper() as child:
             key, grant = keys.mint(ME, child.pid, read_only=False)
             await asyncio.sleep(0.1)
             assert keys.find(key) is grant  # alive while the process lives
             child.send_signal(how)
             await until_revoked(keys, grant.key_id)
             assert keys.find(key) is None and grant.revoked
-        finally:
-            child.kill()
-            child.wait(10)
     asyncio.run(scenario())
 
 
@@ -67,17 +72,13 @@ def test_without_pidfd_the_process_is_polled(monkeypatch: pytest.MonkeyPatch) ->
 
     async def scenario() -> None:
         keys = MintedKeys()
-        child = sleeper()
-        try:
+        with sleeper() as child:
             key, grant = keys.mint(ME, child.pid, read_only=False)
             await asyncio.sleep(0.2)
             assert keys.find(key) is grant
             child.kill()
             child.wait(10)  # reaped: the pid is gone
             await until_revoked(keys, grant.key_id)
-        finally:
-            child.kill()
-            child.wait(10)
     asyncio.run(scenario())
 
 
